@@ -1,0 +1,3 @@
+//! The Keel broker: storage, raft groups, transport and the Kafka API.
+
+pub mod storage;
