@@ -1,0 +1,37 @@
+//! Kafka protocol error codes that the pure core can produce.
+//!
+//! Every rejection in `log-core` is a typed error that maps to one of these, so
+//! the broker answers a client with the right code and never panics.
+
+/// A Kafka error code, as carried in responses (`int16`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(i16)]
+pub enum ErrorCode {
+    None = 0,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    MessageTooLarge = 10,
+    TopicAlreadyExists = 36,
+    InvalidTopicException = 17,
+    RecordListTooLarge = 18,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidReplicaAssignment = 39,
+    InvalidConfig = 40,
+    UnsupportedForMessageFormat = 43,
+    OutOfOrderSequenceNumber = 45,
+    DuplicateSequenceNumber = 46,
+    InvalidProducerEpoch = 47,
+    InvalidTimestamp = 32,
+    UnsupportedCompressionType = 76,
+    UnknownProducerId = 59,
+    InvalidRecord = 87,
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
