@@ -127,6 +127,8 @@ pub struct PartitionLog {
     first_index: u64,
     /// Kafka offset at which `first_index` begins: the log start offset.
     first_offset: i64,
+    /// The running maximum timestamp before `first_index` (-1: none).
+    first_max_timestamp: i64,
     spans: VecDeque<Span>,
     /// Last committed raft index; `first_index - 1 <= committed <= last_index()`.
     committed: u64,
@@ -148,6 +150,7 @@ impl PartitionLog {
         PartitionLog {
             first_index: snapshot.index + 1,
             first_offset: snapshot.next_offset,
+            first_max_timestamp: -1,
             spans: VecDeque::new(),
             committed: snapshot.index,
             producers: snapshot.producers.clone(),
@@ -193,7 +196,7 @@ impl PartitionLog {
 
     fn max_timestamp_at(&self, index: u64) -> i64 {
         if index < self.first_index {
-            -1
+            self.first_max_timestamp
         } else {
             self.spans[(index - self.first_index) as usize].max_timestamp
         }
@@ -285,8 +288,9 @@ impl PartitionLog {
         Ok(Some(self.first_index + at))
     }
 
-    /// The raft index of the first committed entry holding a record with a
-    /// timestamp at or after `timestamp` (ListOffsets by time), if any.
+    /// Where to read from to find the first record with a timestamp at or
+    /// after `timestamp` (ListOffsets by time): the first committed entry whose
+    /// running maximum reaches it, if any.
     pub fn locate_timestamp(&self, timestamp: i64) -> Option<u64> {
         let index = self.first_index + self.spans.partition_point(|s| s.max_timestamp < timestamp) as u64;
         (index <= self.committed).then_some(index)
@@ -311,6 +315,7 @@ impl PartitionLog {
             return Ok(());
         }
         self.first_offset = self.end_at(index);
+        self.first_max_timestamp = self.max_timestamp_at(index);
         self.spans.drain(..(index + 1 - self.first_index) as usize);
         self.first_index = index + 1;
         Ok(())

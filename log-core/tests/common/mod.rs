@@ -1,0 +1,18 @@
+//! Shared by the model-based tests.
+
+use arbitrary::{Arbitrary, Unstructured};
+
+/// Decodes as many operations as the fuzzer's bytes hold. (bolero's
+/// `with_arbitrary` generates no cases for enum vectors, so the bytes are
+/// decoded here; every byte string gives some sequence.)
+pub fn ops<'a, T: Arbitrary<'a>>(bytes: &'a [u8]) -> Vec<T> {
+    let mut u = Unstructured::new(bytes);
+    let mut ops = Vec::new();
+    while let Ok(op) = u.arbitrary() {
+        ops.push(op);
+        if u.is_empty() {
+            break;
+        }
+    }
+    ops
+}
