@@ -271,14 +271,15 @@ impl PartitionLog {
     }
 
     /// Where a fetch from `offset` starts: the raft index of the committed
-    /// entry holding `offset`, `None` at the high watermark (nothing to read
-    /// yet), or OFFSET_OUT_OF_RANGE outside `[log start, high watermark]`.
+    /// entry holding `offset`; `None` from the high watermark up to the log
+    /// end (nothing readable yet: a new leader's high watermark may briefly
+    /// lag what consumers have seen, and Kafka answers that with no data);
+    /// OFFSET_OUT_OF_RANGE below the log start or past the log end.
     pub fn locate(&self, offset: i64) -> Result<Option<u64>, ErrorCode> {
-        let hw = self.high_watermark();
-        if offset < self.first_offset || offset > hw {
+        if offset < self.first_offset || offset > self.next_offset() {
             return Err(ErrorCode::OffsetOutOfRange);
         }
-        if offset == hw {
+        if offset >= self.high_watermark() {
             return Ok(None);
         }
         // First entry whose end is past `offset`: no-ops end where the entry
@@ -406,8 +407,9 @@ mod tests {
         assert_eq!(log.locate(0), Ok(Some(1)));
         assert_eq!(log.locate(2), Ok(Some(1)));
         assert_eq!(log.locate(3), Ok(Some(3)));
-        assert_eq!(log.locate(5), Ok(None));
-        assert_eq!(log.locate(6), Err(ErrorCode::OffsetOutOfRange));
+        assert_eq!(log.locate(5), Ok(None), "at the high watermark");
+        assert_eq!(log.locate(6), Ok(None), "above the high watermark, within the log");
+        assert_eq!(log.locate(7), Err(ErrorCode::OffsetOutOfRange));
         assert_eq!(log.locate(-1), Err(ErrorCode::OffsetOutOfRange));
     }
 

@@ -222,9 +222,9 @@ fn run(ops: &[Op]) {
             }
             Op::Locate { offset } => {
                 let offset = i64::from(offset) - 4;
-                let expected = if offset < model.base(model.compacted + 1) || offset > model.hw() {
+                let expected = if offset < model.base(model.compacted + 1) || offset > model.base(model.last() + 1) {
                     Err(ErrorCode::OffsetOutOfRange)
-                } else if offset == model.hw() {
+                } else if offset >= model.hw() {
                     Ok(None)
                 } else {
                     Ok((model.compacted + 1..=model.committed).find(|&i| model.base(i) + model.entries[(i - 1) as usize].count > offset))
