@@ -7,6 +7,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(i16)]
 pub enum ErrorCode {
+    UnknownServerError = -1,
     None = 0,
     OffsetOutOfRange = 1,
     CorruptMessage = 2,
@@ -19,6 +20,7 @@ pub enum ErrorCode {
     InvalidReplicationFactor = 38,
     InvalidReplicaAssignment = 39,
     InvalidConfig = 40,
+    InvalidRequest = 42,
     UnsupportedForMessageFormat = 43,
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,

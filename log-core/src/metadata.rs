@@ -1,1 +1,252 @@
+//! The cluster metadata machine: the state of the raft metadata group (the
+//! controller), replicated on every broker.
+//!
+//! Every broker applies the same committed `Command`s in the same order and
+//! reaches the same `ClusterMetadata`, byte for byte: ordered maps only, the
+//! replica assignment computed from the state alone, topic ids supplied by
+//! the proposer. A rejected command changes nothing, not even the epoch.
 
+mod assign;
+mod command;
+mod config;
+mod error;
+mod snapshot;
+mod topic;
+
+use std::collections::BTreeMap;
+
+pub use command::{Command, DecodeError, Outcome};
+pub use config::{
+    ConfigError, TopicConfig, CLEANUP_POLICY, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_BYTES, DEFAULT_RETENTION_MS,
+    DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES,
+};
+pub use error::MetadataError;
+pub use topic::{validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN};
+
+/// The most partitions one topic may have: each is a raft group, and one
+/// committed command must not be able to exhaust every broker's memory.
+pub const MAX_PARTITIONS: i32 = 10_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMetadata {
+    /// Bumped by every accepted command.
+    epoch: u64,
+    brokers: BTreeMap<BrokerId, Broker>,
+    topics: BTreeMap<String, Topic>,
+    /// Derived from `topics` (not serialized): lookups by id, as Fetch v13+ does.
+    names_by_id: BTreeMap<TopicId, String>,
+}
+
+impl ClusterMetadata {
+    /// Applies a committed command: all of it, or nothing and an error.
+    pub fn apply(&mut self, command: Command) -> Result<Outcome, MetadataError> {
+        let outcome = match command {
+            Command::RegisterBroker { id, host, port, rack } => {
+                self.register_broker(id, Broker { host, port, rack })?
+            }
+            Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
+                self.create_topic(name, id, partitions, replication_factor, configs)?
+            }
+            Command::DeleteTopic { name } => self.delete_topic(name)?,
+        };
+        self.epoch += 1;
+        debug_assert_eq!(self.check(), Ok(()));
+        Ok(outcome)
+    }
+
+    fn register_broker(&mut self, id: BrokerId, broker: Broker) -> Result<Outcome, MetadataError> {
+        topic::validate_broker(id, &broker).map_err(MetadataError::InvalidBroker)?;
+        let previous = self.brokers.insert(id, broker);
+        Ok(Outcome::BrokerRegistered { id, previous })
+    }
+
+    /// Checks in Kafka's order (name, existence, then the request's numbers),
+    /// and mutates only once everything has passed.
+    fn create_topic(
+        &mut self,
+        name: String,
+        id: TopicId,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Outcome, MetadataError> {
+        if let Err(reason) = topic::validate_topic_name(&name) {
+            return Err(MetadataError::InvalidTopicName { name, reason });
+        }
+        if self.topics.contains_key(&name) {
+            return Err(MetadataError::TopicAlreadyExists(name));
+        }
+        if let Some(existing) = self.topics.keys().find(|t| topic::collides(t, &name)) {
+            return Err(MetadataError::TopicNameCollision { existing: existing.clone(), name });
+        }
+        if topic::is_reserved(&id) {
+            return Err(MetadataError::ReservedTopicId(id));
+        }
+        if let Some(existing) = self.names_by_id.get(&id) {
+            return Err(MetadataError::TopicIdInUse { id, existing: existing.clone() });
+        }
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(MetadataError::InvalidPartitions(partitions));
+        }
+        let brokers: Vec<BrokerId> = self.brokers.keys().copied().collect();
+        let factor = usize::try_from(replication_factor).unwrap_or(0);
+        if !(1..=brokers.len()).contains(&factor) {
+            return Err(MetadataError::InvalidReplicationFactor { factor: replication_factor, brokers: brokers.len() });
+        }
+        let config = TopicConfig::new(configs)?;
+        // Start where the previous topics left off, so that partition 0 of
+        // every topic is not led by the same broker.
+        let assigned: usize = self.topics.values().map(|t| t.partitions.len()).sum();
+        let partitions = assign::assign(&brokers, partitions as usize, factor, assigned % brokers.len());
+        self.names_by_id.insert(id, name.clone());
+        self.topics.insert(name.clone(), Topic { id, partitions, config });
+        Ok(Outcome::TopicCreated { name, id })
+    }
+
+    fn delete_topic(&mut self, name: String) -> Result<Outcome, MetadataError> {
+        let Some(topic) = self.topics.remove(&name) else {
+            return Err(MetadataError::UnknownTopic(name));
+        };
+        self.names_by_id.remove(&topic.id);
+        Ok(Outcome::TopicDeleted { name, topic })
+    }
+
+    /// The number of commands accepted so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn broker(&self, id: BrokerId) -> Option<&Broker> {
+        self.brokers.get(&id)
+    }
+
+    /// By ascending id.
+    pub fn brokers(&self) -> impl Iterator<Item = (BrokerId, &Broker)> + '_ {
+        self.brokers.iter().map(|(id, broker)| (*id, broker))
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    /// The name and topic with this id.
+    pub fn topic_by_id(&self, id: &TopicId) -> Option<(&str, &Topic)> {
+        let name = self.names_by_id.get(id)?;
+        self.topics.get(name).map(|topic| (name.as_str(), topic))
+    }
+
+    /// By ascending name.
+    pub fn topics(&self) -> impl Iterator<Item = (&str, &Topic)> + '_ {
+        self.topics.iter().map(|(name, topic)| (name.as_str(), topic))
+    }
+
+    /// By partition number.
+    pub fn partitions(&self, topic: &str) -> Option<&[PartitionAssignment]> {
+        self.topic(topic).map(Topic::partitions)
+    }
+
+    /// Preferred leader first.
+    pub fn replicas(&self, topic: &str, partition: i32) -> Option<&[BrokerId]> {
+        self.topic(topic)?.partition(partition).map(PartitionAssignment::replicas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn register(id: BrokerId) -> Command {
+        Command::RegisterBroker { id, host: format!("b{id}"), port: 9092, rack: None }
+    }
+
+    fn create(name: &str, id: u8, partitions: i32, replication_factor: i16) -> Command {
+        let mut uuid = [0; 16];
+        uuid[0] = id;
+        Command::CreateTopic { name: name.into(), id: uuid, partitions, replication_factor, configs: BTreeMap::new() }
+    }
+
+    fn leaders(m: &ClusterMetadata, topic: &str) -> Vec<BrokerId> {
+        m.partitions(topic).unwrap().iter().map(PartitionAssignment::preferred_leader).collect()
+    }
+
+    #[test]
+    fn topics_continue_the_leader_rotation() {
+        let mut m = ClusterMetadata::default();
+        for id in [3, 1, 2] {
+            m.apply(register(id)).unwrap();
+        }
+        m.apply(create("a", 1, 2, 2)).unwrap();
+        m.apply(create("b", 2, 2, 3)).unwrap();
+        assert_eq!(leaders(&m, "a"), [1, 2]);
+        assert_eq!(leaders(&m, "b"), [3, 1]);
+        assert_eq!(m.replicas("a", 1), Some(&[2, 1][..]));
+        assert_eq!(m.replicas("b", 0), Some(&[3, 2, 1][..]));
+        assert_eq!(m.replicas("b", 2), None);
+        assert_eq!(m.replicas("b", -1), None);
+        assert_eq!(m.epoch(), 5);
+    }
+
+    #[test]
+    fn rejections_change_nothing() {
+        let mut m = ClusterMetadata::default();
+        m.apply(register(0)).unwrap();
+        m.apply(create("t", 1, 1, 1)).unwrap();
+        let before = m.clone();
+        let rejected = [
+            (create("a b", 2, 1, 1), ErrorCode::InvalidTopicException),
+            (create("t", 2, 1, 1), ErrorCode::TopicAlreadyExists),
+            (create("x", 1, 1, 1), ErrorCode::UnknownServerError),
+            (create("x", 0, 1, 1), ErrorCode::UnknownServerError),
+            (create("x", 2, 0, 1), ErrorCode::InvalidPartitions),
+            (create("x", 2, MAX_PARTITIONS + 1, 1), ErrorCode::InvalidPartitions),
+            (create("x", 2, 1, 2), ErrorCode::InvalidReplicationFactor),
+            (create("x", 2, 1, -1), ErrorCode::InvalidReplicationFactor),
+            (Command::DeleteTopic { name: "x".into() }, ErrorCode::UnknownTopicOrPartition),
+            (Command::RegisterBroker { id: -1, host: "h".into(), port: 1, rack: None }, ErrorCode::InvalidRequest),
+        ];
+        for (command, code) in rejected {
+            assert_eq!(m.apply(command.clone()).map_err(|e| e.code()), Err(code), "{command:?}");
+            assert_eq!(m, before);
+        }
+    }
+
+    #[test]
+    fn dot_and_underscore_names_collide() {
+        let mut m = ClusterMetadata::default();
+        m.apply(register(0)).unwrap();
+        m.apply(create("a.b", 1, 1, 1)).unwrap();
+        let err = m.apply(create("a_b", 2, 1, 1)).unwrap_err();
+        assert_eq!(err, MetadataError::TopicNameCollision { name: "a_b".into(), existing: "a.b".into() });
+        assert_eq!(err.code(), ErrorCode::InvalidTopicException);
+    }
+
+    #[test]
+    fn delete_returns_the_topic_and_frees_name_and_id() {
+        let mut m = ClusterMetadata::default();
+        m.apply(register(0)).unwrap();
+        m.apply(create("t", 1, 2, 1)).unwrap();
+        let id = m.topic("t").unwrap().id();
+        let Ok(Outcome::TopicDeleted { topic, .. }) = m.apply(Command::DeleteTopic { name: "t".into() }) else {
+            panic!("delete failed");
+        };
+        assert_eq!(topic.partitions().len(), 2);
+        assert!(m.topic_by_id(&id).is_none());
+        m.apply(create("t", 1, 1, 1)).unwrap();
+        assert_eq!(m.topic_by_id(&id).map(|(name, _)| name), Some("t"));
+    }
+
+    #[test]
+    fn re_registration_updates_the_address() {
+        let mut m = ClusterMetadata::default();
+        m.apply(register(4)).unwrap();
+        let moved = Command::RegisterBroker { id: 4, host: "new".into(), port: 1, rack: Some("r".into()) };
+        let outcome = m.apply(moved).unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::BrokerRegistered { id: 4, previous: Some(Broker { host: "b4".into(), port: 9092, rack: None }) }
+        );
+        assert_eq!(m.broker(4).map(|b| b.host.as_str()), Some("new"));
+        assert_eq!(m.brokers().count(), 1);
+    }
+}

@@ -1,0 +1,66 @@
+//! The commands the metadata group commits, their wire form, and what
+//! applying one did.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::topic::{Broker, BrokerId, Topic, TopicId};
+
+/// One entry of the metadata raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Adds a broker, or updates the address of a registered one.
+    RegisterBroker {
+        id: BrokerId,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+    },
+    /// The machine computes the replica assignment; the proposer supplies the
+    /// uuid so that the machine stays deterministic.
+    CreateTopic {
+        name: String,
+        id: TopicId,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+/// Bytes that are not an encoded command or state.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable metadata: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a command always serializes: string map keys only")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// What an accepted command changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `previous` is the replaced registration, if the broker was known.
+    BrokerRegistered {
+        id: BrokerId,
+        previous: Option<Broker>,
+    },
+    TopicCreated {
+        name: String,
+        id: TopicId,
+    },
+    /// The removed topic, so the broker can tear down its partitions.
+    TopicDeleted {
+        name: String,
+        topic: Topic,
+    },
+}

@@ -1,0 +1,49 @@
+//! Why the metadata machine rejects a command, and the Kafka code for it.
+
+use super::config::ConfigError;
+use super::topic::TopicId;
+use crate::ErrorCode;
+
+/// A rejected command. Rejection changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("invalid broker registration: {0}")]
+    InvalidBroker(&'static str),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    #[error("topic {name:?} collides with existing topic {existing:?}")]
+    TopicNameCollision { name: String, existing: String },
+    #[error("topic id {0:02x?} is reserved")]
+    ReservedTopicId(TopicId),
+    #[error("topic id {id:02x?} is already the id of topic {existing:?}")]
+    TopicIdInUse { id: TopicId, existing: String },
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(i32),
+    #[error("replication factor {factor} is not within 1..={brokers} (the registered brokers)")]
+    InvalidReplicationFactor { factor: i16, brokers: usize },
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+}
+
+impl MetadataError {
+    /// The code a Kafka client gets for this rejection.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MetadataError::InvalidBroker(_) => ErrorCode::InvalidRequest,
+            MetadataError::InvalidTopicName { .. } | MetadataError::TopicNameCollision { .. } => {
+                ErrorCode::InvalidTopicException
+            }
+            MetadataError::TopicAlreadyExists(_) => ErrorCode::TopicAlreadyExists,
+            // The broker that proposed the command chose the id, not the client.
+            MetadataError::ReservedTopicId(_) | MetadataError::TopicIdInUse { .. } => ErrorCode::UnknownServerError,
+            MetadataError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+            MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+        }
+    }
+}

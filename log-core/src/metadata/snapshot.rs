@@ -1,0 +1,150 @@
+//! The machine's state as bytes (raft snapshots), and the invariants every
+//! state must hold, checked after each command in debug builds and on every
+//! decode.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::command::DecodeError;
+use super::config::TopicConfig;
+use super::topic::{self, Broker, BrokerId, PartitionAssignment, Topic, TopicId};
+use super::{ClusterMetadata, MAX_PARTITIONS};
+
+/// The serialized fields: everything but the derived id index.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    epoch: u64,
+    brokers: &'a BTreeMap<BrokerId, Broker>,
+    topics: &'a BTreeMap<String, Topic>,
+}
+
+/// The same fields read back, unchecked: topics and assignments exist only
+/// inside a checked state.
+#[derive(Deserialize)]
+struct State {
+    epoch: u64,
+    brokers: BTreeMap<BrokerId, Broker>,
+    topics: BTreeMap<String, TopicState>,
+}
+
+#[derive(Deserialize)]
+struct TopicState {
+    id: TopicId,
+    partitions: Vec<PartitionState>,
+    config: TopicConfig,
+}
+
+#[derive(Deserialize)]
+struct PartitionState {
+    replicas: Vec<BrokerId>,
+}
+
+impl From<TopicState> for Topic {
+    fn from(t: TopicState) -> Topic {
+        let partitions = t.partitions.into_iter().map(|p| PartitionAssignment { replicas: p.replicas }).collect();
+        Topic { id: t.id, partitions, config: t.config }
+    }
+}
+
+impl Serialize for ClusterMetadata {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StateRef { epoch: self.epoch, brokers: &self.brokers, topics: &self.topics }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterMetadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let State { epoch, brokers, topics } = State::deserialize(deserializer)?;
+        let topics: BTreeMap<String, Topic> = topics.into_iter().map(|(name, t)| (name, t.into())).collect();
+        let names_by_id = topics.iter().map(|(name, t)| (t.id, name.clone())).collect();
+        let state = ClusterMetadata { epoch, brokers, topics, names_by_id };
+        state.check().map_err(serde::de::Error::custom)?;
+        Ok(state)
+    }
+}
+
+impl ClusterMetadata {
+    /// The state as snapshot bytes; equal states give equal bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the state always serializes: string or integer map keys only")
+    }
+
+    /// A state from snapshot bytes, refused unless it holds every invariant.
+    pub fn decode(bytes: &[u8]) -> Result<ClusterMetadata, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// What every accepted command preserves (topic configs are valid by type).
+    pub(super) fn check(&self) -> Result<(), String> {
+        for (id, broker) in &self.brokers {
+            topic::validate_broker(*id, broker).map_err(|e| format!("broker {id}: {e}"))?;
+        }
+        let unified: BTreeSet<Vec<u8>> = self.topics.keys().map(|name| topic::unified(name)).collect();
+        if unified.len() != self.topics.len() {
+            return Err("two topic names collide".into());
+        }
+        if self.names_by_id.len() != self.topics.len() {
+            return Err("two topics share an id".into());
+        }
+        for (name, t) in &self.topics {
+            let fail = |e: &str| Err(format!("topic {name:?}: {e}"));
+            if let Err(e) = topic::validate_topic_name(name) {
+                return fail(e);
+            }
+            if topic::is_reserved(&t.id) || self.names_by_id.get(&t.id) != Some(name) {
+                return fail("bad or unindexed id");
+            }
+            if t.partitions.is_empty() || t.partitions.len() > MAX_PARTITIONS as usize {
+                return fail("partition count out of range");
+            }
+            let factor = t.partitions[0].replicas.len();
+            for p in &t.partitions {
+                let distinct: BTreeSet<&BrokerId> = p.replicas.iter().collect();
+                if factor == 0 || p.replicas.len() != factor || distinct.len() != factor {
+                    return fail("replicas are empty, repeated or of unequal count");
+                }
+                if !p.replicas.iter().all(|r| self.brokers.contains_key(r)) {
+                    return fail("a replica is on an unregistered broker");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Command;
+
+    #[test]
+    fn round_trips_and_refuses_broken_states() {
+        let mut m = ClusterMetadata::default();
+        m.apply(Command::RegisterBroker { id: 1, host: "h".into(), port: 1, rack: None }).unwrap();
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            id: [7; 16],
+            partitions: 2,
+            replication_factor: 1,
+            configs: [("retention.ms".to_string(), "5".to_string())].into(),
+        };
+        m.apply(create).unwrap();
+        let bytes = m.encode();
+        assert_eq!(ClusterMetadata::decode(&bytes).unwrap(), m);
+        assert_eq!(ClusterMetadata::decode(&bytes).unwrap().encode(), bytes);
+
+        let text = String::from_utf8(bytes).unwrap();
+        for broken in [
+            text.replace("[1]", "[2]"),               // replica on an unknown broker
+            text.replace("\"5\"", "\"x\""),           // bad config value
+            text.replace("\"port\":1", "\"port\":0"), // bad registration
+            text.replace("\"t\":", "\"a b\":"),       // bad name
+            text.replace("[7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7]", &format!("{:?}", [0u8; 16])), // reserved id
+        ] {
+            assert_ne!(broken, text);
+            assert!(ClusterMetadata::decode(broken.as_bytes()).is_err(), "{broken}");
+        }
+        assert!(ClusterMetadata::decode(b"\xff{").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! Brokers and topics as the metadata machine holds them, and Kafka's rules
+//! for their names and ids.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::TopicConfig;
+
+/// Kafka's `broker.id`.
+pub type BrokerId = i32;
+
+/// A topic's uuid (Kafka's `Uuid`, 16 bytes). Chosen by the proposer, so the
+/// machine needs no randomness.
+pub type TopicId = [u8; 16];
+
+/// Kafka's limit on topic name length.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// A registered broker's address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The replicas of one partition, preferred leader first. (Not
+/// `Deserialize`: only a whole checked state is, see `snapshot`.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionAssignment {
+    pub(super) replicas: Vec<BrokerId>,
+}
+
+impl PartitionAssignment {
+    /// Distinct registered brokers; never empty.
+    pub fn replicas(&self) -> &[BrokerId] {
+        &self.replicas
+    }
+
+    /// The first replica: where leadership goes when the cluster is balanced.
+    pub fn preferred_leader(&self) -> BrokerId {
+        self.replicas[0]
+    }
+}
+
+/// A topic: its id, its partitions (index = partition number) and its config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Topic {
+    pub(super) id: TopicId,
+    pub(super) partitions: Vec<PartitionAssignment>,
+    pub(super) config: TopicConfig,
+}
+
+impl Topic {
+    pub fn id(&self) -> TopicId {
+        self.id
+    }
+
+    /// Never empty; every partition has the same number of replicas.
+    pub fn partitions(&self) -> &[PartitionAssignment] {
+        &self.partitions
+    }
+
+    /// Partition `index`, if the topic has it (Kafka partition numbers are `int32`).
+    pub fn partition(&self, index: i32) -> Option<&PartitionAssignment> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+
+    pub fn replication_factor(&self) -> usize {
+        self.partitions[0].replicas.len()
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+}
+
+/// Kafka's `Topic.validate`: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the name is empty");
+    }
+    if name == "." || name == ".." {
+        return Err("'.' and '..' are not allowed");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err("the name is longer than 249 characters");
+    }
+    Ok(())
+}
+
+/// Kafka refuses a topic whose name equals an existing one once '.' and '_'
+/// are unified: both become '_' in metric names.
+pub(super) fn collides(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| unify(x) == unify(y))
+}
+
+pub(super) fn unified(name: &str) -> Vec<u8> {
+    name.bytes().map(unify).collect()
+}
+
+fn unify(b: u8) -> u8 {
+    if b == b'.' {
+        b'_'
+    } else {
+        b
+    }
+}
+
+/// Kafka reserves the zero uuid ("no topic") and 0…01 (the metadata topic).
+pub(super) fn is_reserved(id: &TopicId) -> bool {
+    id[..15].iter().all(|&b| b == 0) && id[15] <= 1
+}
+
+/// What a registration must carry: a non-negative id (Kafka uses -1 for "no
+/// broker"), a host and a port.
+pub(super) fn validate_broker(id: BrokerId, broker: &Broker) -> Result<(), &'static str> {
+    if id < 0 {
+        return Err("the broker id is negative");
+    }
+    if broker.host.is_empty() {
+        return Err("the host is empty");
+    }
+    if broker.port == 0 {
+        return Err("the port is 0");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        for ok in ["a", "A-b_c.9", "..a", &"x".repeat(249)] {
+            assert_eq!(validate_topic_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dot_and_underscore_collide() {
+        assert!(collides("a.b", "a_b"));
+        assert!(collides("a_b", "a_b"));
+        assert!(!collides("a.b", "a-b"));
+        assert!(!collides("a.b", "a.bc"));
+    }
+
+    #[test]
+    fn zero_and_metadata_uuids_are_reserved() {
+        let mut id = [0u8; 16];
+        assert!(is_reserved(&id));
+        id[15] = 1;
+        assert!(is_reserved(&id));
+        id[15] = 2;
+        assert!(!is_reserved(&id));
+        id = [0; 16];
+        id[0] = 1;
+        assert!(!is_reserved(&id));
+    }
+}
