@@ -265,9 +265,14 @@ impl PartitionLog {
     }
 
     /// The leader's idempotence check for a batch about to be proposed,
-    /// against the committed producer state and the uncommitted suffix.
-    pub fn check_producer(&self, batch: &ProducerBatch) -> Result<SequenceCheck, SequenceError> {
-        self.producers.check(batch, self.pending.iter().map(|p| (&p.batch, p.base_offset)))
+    /// against the committed producer state, the uncommitted suffix, and
+    /// `proposed`: batches proposed to raft but not yet appended here.
+    pub fn check_producer<'a>(
+        &'a self,
+        batch: &ProducerBatch,
+        proposed: impl Iterator<Item = (&'a ProducerBatch, i64)>,
+    ) -> Result<SequenceCheck, SequenceError> {
+        self.producers.check(batch, self.pending.iter().map(|p| (&p.batch, p.base_offset)).chain(proposed))
     }
 
     /// Where a fetch from `offset` starts: the raft index of the committed

@@ -173,7 +173,7 @@ fn run(ops: &[Op]) {
                 let count = i64::from(count % 4 + 1);
                 let batch = producer.map(|p| model.producer_batch(count as i32, p));
                 if let Some(b) = &batch {
-                    let got = log.check_producer(b);
+                    let got = log.check_producer(b, std::iter::empty());
                     assert_eq!(got, model.check(b), "producer check of {b:?}");
                     if got != Ok(SequenceCheck::Append) {
                         continue;
