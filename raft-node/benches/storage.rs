@@ -19,10 +19,7 @@ use raft_node::storage::{FileDisk, LogConfig, RaftLog};
 const BATCH_BYTES: usize = 1 << 20;
 
 fn main() {
-    let total_mib: usize = std::env::var("KEEL_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let total_mib: usize = std::env::var("KEEL_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     let dir = tempfile::tempdir().expect("temp dir");
     println!("data per case: {total_mib} MiB, sync every {} KiB, in {}", BATCH_BYTES >> 10, dir.path().display());
     println!("{:>10} {:>12} {:>12} {:>8}", "entry", "raw MB/s", "log MB/s", "log/raw");
@@ -72,12 +69,11 @@ fn bench_case(dir: &Path, batch: &Bytes, entry_bytes: usize, batches: usize) -> 
         }
         let start = Instant::now();
         let entries: Vec<Entry> = (0..batch.len() / entry_bytes)
-            .map(|i| {
-                let mut e = Entry::default();
-                e.index = index + i as u64;
-                e.term = 1;
-                e.data = batch.slice(i * entry_bytes..(i + 1) * entry_bytes);
-                e
+            .map(|i| Entry {
+                index: index + i as u64,
+                term: 1,
+                data: batch.slice(i * entry_bytes..(i + 1) * entry_bytes),
+                ..Default::default()
             })
             .collect();
         index += entries.len() as u64;

@@ -1,11 +1,14 @@
 //! Random operation sequences against the raft log on a `FaultyDisk`, crashed
-//! and reopened again and again. After every recovery:
+//! and reopened again and again, between operations and (by an armed power
+//! failure) inside them and inside recovery itself. After every recovery:
 //! - the log equals the log as it stood at some moment between the last
 //!   durability point (sync, hard state write, snapshot install, open) and the
 //!   crash, entry by entry (so every synced entry is there, bit-exact, a prefix
 //!   of the unsynced writes may be, nothing after a gap, no torn entry);
 //! - every entry reads back (checksums verified) with the right term;
-//! - the hard state, conf state and snapshot are the last ones written.
+//! - the hard state, conf state and snapshot are the last ones written (or,
+//!   for an operation the crash interrupted, either its old or its new value;
+//!   a snapshot install is all or nothing).
 //!
 //! A failure names its seed; `STORAGE_CRASH_SEED=<seed>` replays just it.
 
@@ -15,9 +18,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::Storage;
+use raft_node::storage::{Disk, FaultyDisk, FileDisk, LogConfig, RaftLog};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft_node::storage::{Disk, FaultyDisk, FileDisk, LogConfig, RaftLog};
 
 const SEEDS: u64 = 2000;
 const OPS_PER_SEED: usize = 60;
@@ -66,6 +69,21 @@ enum Step {
     Push(Entry),
 }
 
+/// The operation a power failure interrupted, and what it would have made.
+#[derive(Debug, Default)]
+enum Pending {
+    #[default]
+    None,
+    HardState(HardState),
+    ConfState(ConfState),
+    Compaction {
+        index: u64,
+        term: u64,
+        data: Bytes,
+    },
+    Install(Box<Model>),
+}
+
 struct Run {
     rng: ChaCha8Rng,
     disk: FaultyDisk,
@@ -75,6 +93,7 @@ struct Run {
     /// The model's entries at the last durability point, and the steps since.
     durable_entries: Vec<Entry>,
     steps: Vec<Step>,
+    pending: Pending,
     /// The current leader term of the simulated cluster.
     term: u64,
     stats: Stats,
@@ -84,6 +103,9 @@ struct Run {
 #[derive(Default, Clone, Copy, Debug)]
 struct Stats {
     crashes: u64,
+    /// Power failures inside an operation, and inside recovery.
+    mid_op_crashes: u64,
+    mid_recovery_crashes: u64,
     torn_tails: u64,
     /// Recoveries that lost some unsynced steps but kept others.
     partial_recoveries: u64,
@@ -94,12 +116,16 @@ struct Stats {
 impl std::ops::AddAssign for Stats {
     fn add_assign(&mut self, o: Self) {
         self.crashes += o.crashes;
+        self.mid_op_crashes += o.mid_op_crashes;
+        self.mid_recovery_crashes += o.mid_recovery_crashes;
         self.torn_tails += o.torn_tails;
         self.partial_recoveries += o.partial_recoveries;
         self.overwrites += o.overwrites;
         self.rolls_seen += o.rolls_seen;
     }
 }
+
+type OpResult = Result<(), raft_node::storage::LogError>;
 
 impl Run {
     fn new(seed: u64) -> Self {
@@ -120,6 +146,7 @@ impl Run {
             model: Model::default(),
             durable_entries: Vec::new(),
             steps: Vec::new(),
+            pending: Pending::None,
             term: 1,
             stats: Stats::default(),
         }
@@ -136,24 +163,16 @@ impl Run {
     }
 
     fn random_entry(&mut self, index: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = self.term;
-        e.entry_type = [EntryType::EntryNormal, EntryType::EntryConfChange][self.rng.gen_range(0..2)];
+        let entry_type = [EntryType::EntryNormal, EntryType::EntryConfChange][self.rng.gen_range(0..2)];
         // Mostly small, sometimes several sectors, so torn writes cut inside entries.
-        let len = if self.rng.gen_bool(0.2) {
-            self.rng.gen_range(500..3000)
-        } else {
-            self.rng.gen_range(0..200)
-        };
+        let len = if self.rng.gen_bool(0.2) { self.rng.gen_range(500..3000) } else { self.rng.gen_range(0..200) };
         let mut data = vec![0; len];
         self.rng.fill_bytes(&mut data);
-        e.data = data.into();
-        e.context = Bytes::from(vec![self.rng.gen(); self.rng.gen_range(0..4)]);
-        e
+        let context = Bytes::from(vec![self.rng.gen(); self.rng.gen_range(0..4)]);
+        Entry { index, term: self.term, entry_type, data: data.into(), context, ..Default::default() }
     }
 
-    fn append(&mut self) {
+    fn append(&mut self) -> OpResult {
         let (commit, last) = (self.model.hard_state.commit, self.model.last_index());
         let start = if last > commit && self.rng.gen_bool(0.3) {
             // A new leader overwrites an uncommitted suffix.
@@ -164,70 +183,88 @@ impl Run {
         };
         let count = self.rng.gen_range(1..=8);
         let entries: Vec<Entry> = (start..start + count).map(|i| self.random_entry(i)).collect();
-        self.log.append(&entries).unwrap();
+        // Each step is a state the log may be left in, whether or not this completes.
         if start <= last {
             self.stats.overwrites += 1;
             self.step(Step::TruncateFrom(start));
         }
-        for entry in entries {
-            self.step(Step::Push(entry));
+        for entry in &entries {
+            self.step(Step::Push(entry.clone()));
         }
+        self.log.append(&entries)
     }
 
-    fn set_hard_state(&mut self) {
+    fn sync(&mut self) -> OpResult {
+        self.log.sync()?;
+        self.durability_point();
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self) -> OpResult {
         let old = self.model.hard_state.clone();
         let mut hs = HardState::default();
         hs.term = old.term.max(self.term);
         hs.vote = if hs.term == old.term { old.vote } else { self.rng.gen_range(0..4) };
         hs.commit = self.rng.gen_range(old.commit..=self.model.last_index());
-        self.log.set_hard_state(hs.clone()).unwrap();
+        self.pending = Pending::HardState(hs.clone());
+        self.log.set_hard_state(hs.clone())?;
         self.model.hard_state = hs;
         self.durability_point();
+        Ok(())
     }
 
-    fn set_conf_state(&mut self) {
-        let mut cs = ConfState::default();
-        cs.voters = (1..=self.rng.gen_range(1..=5)).collect();
-        cs.learners = vec![self.rng.gen_range(10..20)];
-        self.log.set_conf_state(cs.clone()).unwrap();
+    fn set_conf_state(&mut self) -> OpResult {
+        let cs = ConfState {
+            voters: (1..=self.rng.gen_range(1..=5)).collect(),
+            learners: vec![self.rng.gen_range(10..20)],
+            ..Default::default()
+        };
+        self.pending = Pending::ConfState(cs.clone());
+        self.log.set_conf_state(cs.clone())?;
         self.model.conf_state = cs;
+        Ok(())
     }
 
-    fn compact(&mut self) {
+    fn compact(&mut self) -> OpResult {
         let commit = self.model.hard_state.commit;
         if commit <= self.model.snapshot_index {
-            return;
+            return Ok(());
         }
         let index = self.rng.gen_range(self.model.snapshot_index + 1..=commit);
         let term = self.model.term(index);
         let data = Bytes::from(format!("state through {index}"));
-        self.log.compact_through(index, term, data.clone()).unwrap();
+        self.pending = Pending::Compaction { index, term, data: data.clone() };
+        self.log.compact_through(index, term, data.clone())?;
         self.model.snapshot_index = index;
         self.model.snapshot_term = term;
         self.model.snapshot_data = data;
+        Ok(())
     }
 
-    fn install_snapshot(&mut self) {
-        // A snapshot from a leader of a newer term, at or beyond our commit.
+    fn install_snapshot(&mut self) -> OpResult {
+        // A snapshot from a leader of a newer term, beyond our commit.
         self.term += 1;
-        let index = self.model.hard_state.commit.max(self.model.last_index()) + self.rng.gen_range(0..5);
-        let mut snapshot = Snapshot::default();
-        snapshot.data = Bytes::from(format!("leader state at {index}"));
+        let (commit, last) = (self.model.hard_state.commit, self.model.last_index());
+        let index = (commit + 1).max(last) + self.rng.gen_range(0..5);
+        let mut snapshot = Snapshot { data: Bytes::from(format!("leader state at {index}")), ..Default::default() };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = self.term;
         meta.mut_conf_state().voters = vec![1, 2, 3];
-        self.log.apply_snapshot(snapshot.clone()).unwrap();
-        let m = &mut self.model;
-        m.snapshot_index = index;
-        m.snapshot_term = self.term;
-        m.snapshot_data = snapshot.data.clone();
-        m.base = index;
-        m.entries.clear();
-        m.hard_state.commit = index;
-        m.hard_state.term = m.hard_state.term.max(self.term);
-        m.conf_state = snapshot.get_metadata().get_conf_state().clone();
+        let mut after = self.model.clone();
+        after.snapshot_index = index;
+        after.snapshot_term = self.term;
+        after.snapshot_data = snapshot.data.clone();
+        after.base = index;
+        after.entries.clear();
+        after.hard_state.commit = index;
+        after.hard_state.term = after.hard_state.term.max(self.term);
+        after.conf_state = snapshot.get_metadata().get_conf_state().clone();
+        self.pending = Pending::Install(Box::new(after.clone()));
+        self.log.apply_snapshot(snapshot)?;
+        self.model = after;
         self.durability_point();
+        Ok(())
     }
 
     /// Checks the live log against the model.
@@ -240,15 +277,52 @@ impl Run {
         assert!(got == m.entries[skip..], "live log differs from the model");
     }
 
+    /// Opens the log after a crash, possibly losing power inside recovery too.
+    fn reopen(&mut self) -> raft_node::storage::RecoveryReport {
+        loop {
+            if self.rng.gen_bool(0.2) {
+                self.disk.set_power_failure(Some(self.rng.gen_range(0..6)));
+            }
+            let opened = RaftLog::open(Arc::new(self.disk.clone()), PREFIX, self.config.clone());
+            self.disk.set_power_failure(None);
+            match opened {
+                Ok((log, report)) => {
+                    self.log = log;
+                    return report;
+                }
+                Err(e) => {
+                    assert!(self.disk.is_down(), "reopen failed: {e}");
+                    self.stats.mid_recovery_crashes += 1;
+                    self.disk.crash();
+                }
+            }
+        }
+    }
+
     fn crash_and_reopen(&mut self) {
         self.stats.crashes += 1;
-        self.stats.rolls_seen += self.log.segments().len() as u64 - 1;
+        self.stats.rolls_seen += self.log.segments().len().saturating_sub(1) as u64;
         self.disk.crash();
-        let (log, report) = RaftLog::open(Arc::new(self.disk.clone()), PREFIX, self.config.clone())
-            .unwrap_or_else(|e| panic!("reopen failed: {e}"));
-        self.log = log;
-        let m = &mut self.model;
+        let report = self.reopen();
         let log = &self.log;
+        // An interrupted operation left its old or its new value.
+        match std::mem::take(&mut self.pending) {
+            Pending::None => {}
+            Pending::HardState(hs) if log.hard_state() == &hs => self.model.hard_state = hs,
+            Pending::ConfState(cs) if log.conf_state() == &cs => self.model.conf_state = cs,
+            Pending::Compaction { index, term, data } if log.snapshot().get_metadata().index == index => {
+                self.model.snapshot_index = index;
+                self.model.snapshot_term = term;
+                self.model.snapshot_data = data;
+            }
+            Pending::Install(after) if log.snapshot().get_metadata().index == after.snapshot_index => {
+                self.model = *after;
+                self.durable_entries.clear();
+                self.steps.clear();
+            }
+            Pending::HardState(_) | Pending::ConfState(_) | Pending::Compaction { .. } | Pending::Install(_) => {}
+        }
+        let m = &mut self.model;
         // The state files are written synchronously: exactly the last values.
         assert_eq!(log.hard_state(), &m.hard_state, "{report:?}");
         assert_eq!(log.conf_state(), &m.conf_state);
@@ -259,15 +333,12 @@ impl Run {
         let first = m.snapshot_index + 1;
         let recovered = log.entries(first, log.last_index() + 1, None).unwrap();
         for index in first - 1..=log.last_index() {
-            let want = if index == m.snapshot_index {
-                m.snapshot_term
-            } else {
-                recovered[(index - first) as usize].term
-            };
+            let want =
+                if index == m.snapshot_index { m.snapshot_term } else { recovered[(index - first) as usize].term };
             assert_eq!(Storage::term(log, index), Ok(want));
         }
         let segments = log.segments();
-        assert_eq!(segments[0].first_index <= first, true, "{segments:?}");
+        assert!(segments[0].first_index <= first, "{segments:?}");
         for pair in segments.windows(2) {
             assert_eq!(pair[0].last_index + 1, pair[1].first_index, "{segments:?}");
         }
@@ -287,8 +358,6 @@ impl Run {
             kept += 1;
             found = matches(&candidate);
         }
-        self.stats.torn_tails += u64::from(report.torn_tail.is_some());
-        self.stats.partial_recoveries += u64::from(0 < kept && kept < self.steps.len());
         assert!(
             found,
             "recovered log (last index {}) is no state between the last durability point and the crash \
@@ -296,6 +365,8 @@ impl Run {
             log.last_index(),
             self.steps.len()
         );
+        self.stats.torn_tails += u64::from(report.torn_tail.is_some());
+        self.stats.partial_recoveries += u64::from(0 < kept && kept < self.steps.len());
         m.entries = candidate.entries;
         // A new leader term after a restart: the lost suffix may be rewritten differently.
         self.term += 1;
@@ -304,16 +375,34 @@ impl Run {
 
     fn run(&mut self) {
         for _ in 0..OPS_PER_SEED {
-            match self.rng.gen_range(0..100) {
+            let op = self.rng.gen_range(0..100);
+            if op >= 81 {
+                self.crash_and_reopen();
+                continue;
+            }
+            if self.rng.gen_bool(0.15) {
+                self.disk.set_power_failure(Some(self.rng.gen_range(0..8)));
+            }
+            let result = match op {
                 0..=44 => self.append(),
-                45..=59 => self.log.sync().map(|()| self.durability_point()).unwrap(),
+                45..=59 => self.sync(),
                 60..=71 => self.set_hard_state(),
                 72..=76 => self.compact(),
                 77..=78 => self.install_snapshot(),
-                79..=80 => self.set_conf_state(),
-                _ => self.crash_and_reopen(),
+                _ => self.set_conf_state(),
+            };
+            self.disk.set_power_failure(None);
+            match result {
+                Ok(()) => {
+                    self.pending = Pending::None;
+                    self.check_live();
+                }
+                Err(e) => {
+                    assert!(self.disk.is_down(), "operation failed: {e}");
+                    self.stats.mid_op_crashes += 1;
+                    self.crash_and_reopen();
+                }
             }
-            self.check_live();
         }
         self.crash_and_reopen();
     }
@@ -339,12 +428,11 @@ fn recovery_after_random_crashes_keeps_a_state_between_last_sync_and_crash() {
         stats += run_seed(seed);
     }
     // Every case the properties are about must actually have happened, often.
-    let Stats { crashes, torn_tails, partial_recoveries, overwrites, rolls_seen } = stats;
+    let Stats { crashes, mid_op_crashes, mid_recovery_crashes, torn_tails, partial_recoveries, overwrites, rolls_seen } =
+        stats;
     let enough = SEEDS / 2;
-    assert!(
-        crashes > SEEDS * 5 && [torn_tails, partial_recoveries, overwrites, rolls_seen].iter().all(|&n| n > enough),
-        "too few interesting cases: {stats:?}"
-    );
+    let cases = [mid_op_crashes, mid_recovery_crashes, torn_tails, partial_recoveries, overwrites, rolls_seen];
+    assert!(crashes > SEEDS * 5 && cases.iter().all(|&n| n > enough), "too few interesting cases: {stats:?}");
 }
 
 /// The same log over real files, closed and reopened (no crash): what the
@@ -356,9 +444,9 @@ fn file_disk_log_round_trips() {
         let disk: Arc<dyn Disk> = Arc::new(FileDisk::new(dir.path().join("p")).unwrap());
         let mut run = Run::new(seed);
         for _ in 0..40 {
-            run.append();
+            run.append().unwrap();
         }
-        run.set_hard_state();
+        run.set_hard_state().unwrap();
         let config = LogConfig { segment_bytes: 2048, ..run.config.clone() };
         let (mut log, _) = RaftLog::open(disk.clone(), PREFIX, config.clone()).unwrap();
         log.append(&run.model.entries).unwrap();

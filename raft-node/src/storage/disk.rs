@@ -37,8 +37,5 @@ pub trait DiskFile: Send {
 
 /// The error for a truncate that would grow a file.
 pub(crate) fn grow_error(len: u64, current: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("truncate to {len} would grow a file of {current} bytes"),
-    )
+    io::Error::new(io::ErrorKind::InvalidInput, format!("truncate to {len} would grow a file of {current} bytes"))
 }

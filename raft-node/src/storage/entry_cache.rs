@@ -22,11 +22,7 @@ fn cost(entry: &Entry) -> usize {
 
 impl EntryCache {
     pub(crate) fn new(max_bytes: usize) -> Self {
-        Self {
-            entries: VecDeque::new(),
-            bytes: 0,
-            max_bytes,
-        }
+        Self { entries: VecDeque::new(), bytes: 0, max_bytes }
     }
 
     /// The first cached index, if any.
@@ -78,10 +74,7 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, size: usize) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.data = vec![0; size].into();
-        e
+        Entry { index, data: vec![0; size].into(), ..Default::default() }
     }
 
     #[test]

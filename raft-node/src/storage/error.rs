@@ -13,11 +13,7 @@ pub enum LogError {
         source: io::Error,
     },
     #[error("corrupt record in {file} at byte {offset}: {reason}")]
-    CorruptRecord {
-        file: String,
-        offset: u64,
-        reason: &'static str,
-    },
+    CorruptRecord { file: String, offset: u64, reason: &'static str },
     #[error("corrupt state file {file}: {reason}")]
     CorruptState { file: String, reason: String },
     #[error("entries not contiguous: expected index {expected}, got {got}")]
@@ -31,22 +27,13 @@ pub enum LogError {
     #[error("entry {index} is too large for a record ({bytes} bytes)")]
     EntryTooLarge { index: u64, bytes: usize },
     #[error("hard state would move backwards: term {term} commit {commit} after term {old_term} commit {old_commit}")]
-    HardStateRegression {
-        term: u64,
-        commit: u64,
-        old_term: u64,
-        old_commit: u64,
-    },
+    HardStateRegression { term: u64, commit: u64, old_term: u64, old_commit: u64 },
     #[error("commit {commit} is beyond the last index {last_index}")]
     CommitBeyondLog { commit: u64, last_index: u64 },
     #[error("committed entries lost: hard state commit is {commit} but the recovered log ends at {last_index}")]
     CommittedEntriesLost { commit: u64, last_index: u64 },
     #[error("snapshot at index {index} is out of date (commit {commit}, snapshot {snapshot_index})")]
-    SnapshotOutOfDate {
-        index: u64,
-        commit: u64,
-        snapshot_index: u64,
-    },
+    SnapshotOutOfDate { index: u64, commit: u64, snapshot_index: u64 },
     #[error("encoding protobuf: {0}")]
     Encode(String),
     #[error("term mismatch at index {index}: the log has term {log_term}, given {given}")]
@@ -57,10 +44,7 @@ pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
 /// Wraps an `io::Error` with the name of the file it happened on.
 pub(crate) fn io_err(file: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        file: file.to_owned(),
-        source,
-    }
+    move |source| LogError::Io { file: file.to_owned(), source }
 }
 
 impl From<LogError> for raft::Error {

@@ -1,4 +1,4 @@
-//! A deterministic in-memory disk that loses unsynced writes on `crash`, may
+//! A deterministic in-memory disk that loses unsynced writes on a crash, may
 //! tear the last surviving write at a sector boundary, and may corrupt reads.
 //!
 //! All randomness comes from one `ChaCha8Rng` seeded by the caller, so a
@@ -29,6 +29,10 @@ struct State {
     rng: ChaCha8Rng,
     read_flip_probability: f64,
     torn_writes: bool,
+    /// Mutating operations left before the power fails, if armed.
+    power_fails_in: Option<u64>,
+    /// The power failed: every operation errors until `crash` restarts the disk.
+    down: bool,
     /// Source of `FileState::id`; a handle whose id no longer matches is stale
     /// (its file was removed, or the disk crashed since it was opened).
     next_id: u64,
@@ -58,6 +62,8 @@ impl FaultyDisk {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 read_flip_probability: 0.0,
                 torn_writes: true,
+                power_fails_in: None,
+                down: false,
                 next_id: 0,
             })),
         }
@@ -69,48 +75,36 @@ impl FaultyDisk {
         self.lock().read_flip_probability = p;
     }
 
-    /// Whether `crash` may tear the last surviving append of a file.
+    /// Whether a crash may tear the last surviving append of a file.
     pub fn set_torn_writes(&self, on: bool) {
         self.lock().torn_writes = on;
     }
 
-    /// Simulates power loss: each file keeps its durable contents plus a
-    /// random prefix of its unsynced operations (nothing after a gap), the last
-    /// surviving append possibly torn at a sector boundary. Every open handle
-    /// becomes stale and errors.
+    /// Arms a power failure: after `ops` more successful mutating operations
+    /// (create, remove, append, truncate, sync), the next one fails, the disk
+    /// crashes as in [`FaultyDisk::crash`] and every operation errors until
+    /// `crash` is called. `None` disarms. This puts crashes *inside* a
+    /// multi-step operation of the code under test.
+    pub fn set_power_failure(&self, ops: Option<u64>) {
+        self.lock().power_fails_in = ops;
+    }
+
+    /// Whether an armed power failure has happened.
+    pub fn is_down(&self) -> bool {
+        self.lock().down
+    }
+
+    /// Simulates power loss and restart: each file keeps its durable contents
+    /// plus a random prefix of its unsynced operations (nothing after a gap),
+    /// the last surviving append possibly torn at a sector boundary. Every open
+    /// handle becomes stale and errors. After an armed power failure this only
+    /// restarts the disk: it already crashed.
     pub fn crash(&self) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        for file in state.files.values_mut() {
-            let keep = state.rng.gen_range(0..=file.unsynced.len());
-            let mut contents = std::mem::take(&mut file.durable);
-            for (i, op) in file.unsynced.drain(..).take(keep).enumerate() {
-                match op {
-                    Op::Truncate(len) => contents.truncate(len),
-                    Op::Append(data) => {
-                        let start = contents.len() as u64;
-                        let end = start + data.len() as u64;
-                        let first_cut = start.div_ceil(SECTOR) * SECTOR;
-                        let last = i + 1 == keep;
-                        let kept = if last
-                            && state.torn_writes
-                            && first_cut < end
-                            && state.rng.gen_bool(0.5)
-                        {
-                            let cuts = (end - 1 - first_cut) / SECTOR + 1;
-                            let cut = first_cut + state.rng.gen_range(0..cuts) * SECTOR;
-                            (cut - start) as usize
-                        } else {
-                            data.len()
-                        };
-                        contents.extend_from_slice(&data[..kept]);
-                    }
-                }
-            }
-            file.current.clone_from(&contents);
-            file.durable = contents;
-            file.id = state.next_id;
-            state.next_id += 1;
+        let mut state = self.lock();
+        if state.down {
+            state.down = false;
+        } else {
+            state.crash();
         }
     }
 
@@ -121,48 +115,94 @@ impl FaultyDisk {
     }
 }
 
+impl State {
+    fn crash(&mut self) {
+        for file in self.files.values_mut() {
+            let keep = self.rng.gen_range(0..=file.unsynced.len());
+            let mut contents = std::mem::take(&mut file.durable);
+            for (i, op) in file.unsynced.drain(..).take(keep).enumerate() {
+                match op {
+                    Op::Truncate(len) => contents.truncate(len),
+                    Op::Append(data) => {
+                        let start = contents.len() as u64;
+                        let end = start + data.len() as u64;
+                        let first_cut = start.div_ceil(SECTOR) * SECTOR;
+                        let last = i + 1 == keep;
+                        let kept = if last && self.torn_writes && first_cut < end && self.rng.gen_bool(0.5) {
+                            let cuts = (end - 1 - first_cut) / SECTOR + 1;
+                            let cut = first_cut + self.rng.gen_range(0..cuts) * SECTOR;
+                            (cut - start) as usize
+                        } else {
+                            data.len()
+                        };
+                        contents.extend_from_slice(&data[..kept]);
+                    }
+                }
+            }
+            file.current.clone_from(&contents);
+            file.durable = contents;
+            file.id = self.next_id;
+            self.next_id += 1;
+        }
+    }
+
+    /// Fails if the power is off, or fails it now if it is due; call before
+    /// every operation, with `mutating` for those that count towards it.
+    fn power(&mut self, mutating: bool) -> io::Result<()> {
+        if !self.down && mutating {
+            match self.power_fails_in {
+                Some(0) => {
+                    self.power_fails_in = None;
+                    self.crash();
+                    self.down = true;
+                }
+                Some(n) => self.power_fails_in = Some(n - 1),
+                None => {}
+            }
+        }
+        if self.down {
+            return Err(io::Error::other("power failure"));
+        }
+        Ok(())
+    }
+}
+
 impl Disk for FaultyDisk {
     fn open(&self, name: &str) -> io::Result<Box<dyn DiskFile>> {
         let mut state = self.lock();
+        let exists = state.files.contains_key(name);
+        state.power(!exists)?;
         let id = match state.files.get(name) {
             Some(file) => file.id,
             None => {
                 let id = state.next_id;
                 state.next_id += 1;
-                let file = FileState {
-                    id,
-                    durable: Vec::new(),
-                    unsynced: Vec::new(),
-                    current: Vec::new(),
-                };
+                let file = FileState { id, durable: Vec::new(), unsynced: Vec::new(), current: Vec::new() };
                 state.files.insert(name.to_owned(), file);
                 id
             }
         };
-        Ok(Box::new(FaultyFile {
-            disk: self.clone(),
-            name: name.to_owned(),
-            id,
-        }))
+        Ok(Box::new(FaultyFile { disk: self.clone(), name: name.to_owned(), id }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        match self.lock().files.remove(name) {
+        let mut state = self.lock();
+        state.power(true)?;
+        match state.files.remove(name) {
             Some(_) => Ok(()),
             None => Err(not_found(name)),
         }
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.lock().files.keys().cloned().collect())
+        let mut state = self.lock();
+        state.power(false)?;
+        Ok(state.files.keys().cloned().collect())
     }
 }
 
 fn not_found(name: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{name}: no such file (removed, or the handle predates a crash)"),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file (removed, or the handle predates a crash)"))
 }
 
 struct FaultyFile {
@@ -172,9 +212,14 @@ struct FaultyFile {
 }
 
 impl FaultyFile {
-    fn with_file<T>(&self, f: impl FnOnce(&mut FileState, &mut State) -> T) -> io::Result<T> {
+    fn with_file<T>(&self, mutating: bool, f: impl FnOnce(&mut FileState, &mut State) -> T) -> io::Result<T> {
         let mut guard = self.disk.lock();
         let state = &mut *guard;
+        if !state.files.get(&self.name).is_some_and(|file| file.id == self.id) {
+            return Err(not_found(&self.name));
+        }
+        state.power(mutating)?;
+        // The power check may crash the disk, which makes this handle stale.
         let mut file = match state.files.remove(&self.name) {
             Some(file) if file.id == self.id => file,
             Some(other) => {
@@ -191,7 +236,7 @@ impl FaultyFile {
 
 impl DiskFile for FaultyFile {
     fn append(&mut self, data: &[u8]) -> io::Result<u64> {
-        self.with_file(|file, _| {
+        self.with_file(true, |file, _| {
             let offset = file.current.len() as u64;
             file.current.extend_from_slice(data);
             file.unsynced.push(Op::Append(data.to_vec()));
@@ -200,7 +245,7 @@ impl DiskFile for FaultyFile {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.with_file(|file, state| {
+        self.with_file(false, |file, state| {
             let start = usize::try_from(offset).ok()?;
             let end = start.checked_add(buf.len())?;
             buf.copy_from_slice(file.current.get(start..end)?);
@@ -215,14 +260,14 @@ impl DiskFile for FaultyFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.with_file(|file, _| {
+        self.with_file(true, |file, _| {
             file.unsynced.clear();
             file.durable.clone_from(&file.current);
         })
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.with_file(|file, _| {
+        self.with_file(true, |file, _| {
             let current = file.current.len() as u64;
             if len > current {
                 return Err(grow_error(len, current));
@@ -235,7 +280,7 @@ impl DiskFile for FaultyFile {
 
     fn len(&self) -> u64 {
         // A stale handle has no file; report it empty and let the next I/O error.
-        self.with_file(|file, _| file.current.len() as u64).unwrap_or(0)
+        self.with_file(false, |file, _| file.current.len() as u64).unwrap_or(0)
     }
 }
 
@@ -293,5 +338,23 @@ mod tests {
         assert_eq!(buf.iter().map(|b| b.count_ones()).sum::<u32>(), 1);
         let mut short = [0u8; 65];
         assert_eq!(f.read_at(0, &mut short).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn power_failure_crashes_at_the_armed_operation_until_restarted() {
+        let disk = FaultyDisk::new(3);
+        let mut f = disk.open("f").unwrap();
+        f.append(b"durable").unwrap();
+        f.sync().unwrap();
+        disk.set_power_failure(Some(1));
+        f.append(b" lost?").unwrap();
+        assert_eq!(f.sync().unwrap_err().kind(), io::ErrorKind::Other);
+        assert!(disk.is_down());
+        assert!(disk.list().is_err() && disk.remove("f").is_err() && disk.open("g").is_err());
+        disk.crash();
+        assert!(!disk.is_down());
+        let got = contents(&disk, "f");
+        assert!(got == b"durable" || got == b"durable lost?", "{got:?}");
+        assert!(f.append(b"x").is_err(), "handles from before the failure are stale");
     }
 }

@@ -30,10 +30,7 @@ impl FileDisk {
     fn path(&self, name: &str) -> io::Result<PathBuf> {
         // Names are flat: a separator or dot-name would escape or alias the directory.
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad file name {name:?}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad file name {name:?}")));
         }
         Ok(self.dir.join(name))
     }

@@ -41,11 +41,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            segment_bytes: 64 << 20,
-            index_interval_bytes: 4 << 10,
-            cache_bytes: 16 << 20,
-        }
+        Self { segment_bytes: 64 << 20, index_interval_bytes: 4 << 10, cache_bytes: 16 << 20 }
     }
 }
 
@@ -142,10 +138,7 @@ impl RaftLog {
         log.reconcile_with_snapshot(&mut report)?;
         let last_index = log.last_index();
         if log.hard_state.commit > last_index {
-            return Err(LogError::CommittedEntriesLost {
-                commit: log.hard_state.commit,
-                last_index,
-            });
+            return Err(LogError::CommittedEntriesLost { commit: log.hard_state.commit, last_index });
         }
         // After a process crash the surviving tail may still be only in the page
         // cache; raft takes what we serve as persisted, so make it so.
@@ -186,20 +179,12 @@ impl RaftLog {
                 // Only the active segment can hold unsynced bytes; a bad record
                 // in any other is damage to durable data.
                 if !is_last {
-                    return Err(LogError::CorruptRecord {
-                        file: segment.name,
-                        offset: bad.offset,
-                        reason: bad.reason,
-                    });
+                    return Err(LogError::CorruptRecord { file: segment.name, offset: bad.offset, reason: bad.reason });
                 }
                 let bytes_cut = segment.bytes() - bad.offset;
                 segment.cut_bad_tail(bad.offset)?;
-                report.torn_tail = Some(TornTail {
-                    file: segment.name.clone(),
-                    offset: bad.offset,
-                    bytes_cut,
-                    reason: bad.reason,
-                });
+                report.torn_tail =
+                    Some(TornTail { file: segment.name.clone(), offset: bad.offset, bytes_cut, reason: bad.reason });
             }
             if recovered.scanned && !is_last {
                 report.scanned_segments.push(segment.name.clone());
@@ -278,37 +263,22 @@ impl RaftLog {
         };
         for (expected, entry) in (first.index..).zip(entries) {
             if entry.index != expected {
-                return Err(LogError::NonContiguous {
-                    expected,
-                    got: entry.index,
-                });
+                return Err(LogError::NonContiguous { expected, got: entry.index });
             }
             let bytes = record::payload_len(entry);
             if bytes > MAX_PAYLOAD_LEN {
-                return Err(LogError::EntryTooLarge {
-                    index: entry.index,
-                    bytes,
-                });
+                return Err(LogError::EntryTooLarge { index: entry.index, bytes });
             }
         }
         let (first_index, last_index) = (self.first_index(), self.last_index());
         if first.index < first_index {
-            return Err(LogError::Compacted {
-                index: first.index,
-                first_index,
-            });
+            return Err(LogError::Compacted { index: first.index, first_index });
         }
         if first.index > last_index + 1 {
-            return Err(LogError::NonContiguous {
-                expected: last_index + 1,
-                got: first.index,
-            });
+            return Err(LogError::NonContiguous { expected: last_index + 1, got: first.index });
         }
         if first.index <= self.hard_state.commit {
-            return Err(LogError::OverwritesCommitted {
-                index: first.index,
-                commit: self.hard_state.commit,
-            });
+            return Err(LogError::OverwritesCommitted { index: first.index, commit: self.hard_state.commit });
         }
         if first.index <= last_index {
             self.truncate_suffix(first.index)?;
@@ -415,10 +385,7 @@ impl RaftLog {
         }
         let last_index = self.last_index();
         if hard_state.commit > last_index {
-            return Err(LogError::CommitBeyondLog {
-                commit: hard_state.commit,
-                last_index,
-            });
+            return Err(LogError::CommitBeyondLog { commit: hard_state.commit, last_index });
         }
         self.sync()?;
         self.write_state(hard_state, self.conf_state.clone())
@@ -462,21 +429,13 @@ impl RaftLog {
             return Ok(());
         }
         if index > self.hard_state.commit {
-            return Err(LogError::CommitBeyondLog {
-                commit: index,
-                last_index: self.hard_state.commit,
-            });
+            return Err(LogError::CommitBeyondLog { commit: index, last_index: self.hard_state.commit });
         }
         let log_term = self.term(index)?;
         if log_term != term {
-            return Err(LogError::TermMismatch {
-                index,
-                log_term,
-                given: term,
-            });
+            return Err(LogError::TermMismatch { index, log_term, given: term });
         }
-        let mut snapshot = Snapshot::default();
-        snapshot.data = snapshot_data;
+        let mut snapshot = Snapshot { data: snapshot_data, ..Default::default() };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -492,10 +451,15 @@ impl RaftLog {
     }
 
     /// Installs a snapshot received from the leader: records it, moves the
-    /// hard state and conf state to it, and drops every entry.
+    /// hard state and conf state to it, and drops every entry. Its index must
+    /// be above the commit index.
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let meta: SnapshotMetadata = snapshot.get_metadata().clone();
-        if meta.index < self.hard_state.commit || meta.index < self.snapshot_index() {
+        // As raft's own restore: a snapshot at or below the commit index brings
+        // nothing, and recovery relies on `commit < index` to recognize an
+        // install the crash interrupted.
+        debug_assert!(self.snapshot_index() <= self.hard_state.commit);
+        if meta.index <= self.hard_state.commit {
             return Err(LogError::SnapshotOutOfDate {
                 index: meta.index,
                 commit: self.hard_state.commit,
@@ -507,11 +471,14 @@ impl RaftLog {
         hard_state.commit = meta.index;
         hard_state.term = hard_state.term.max(meta.term);
         self.write_state(hard_state, meta.get_conf_state().clone())?;
+        // The old segments stay listed until the new one exists, so a failure
+        // here leaves an I/O error to report, never an empty segment list.
         let mut report = RecoveryReport::default();
-        for segment in std::mem::take(&mut self.segments) {
-            self.remove_segment_files(segment.first_index, &mut report)?;
+        let firsts: Vec<u64> = self.segments.iter().map(|s| s.first_index).collect();
+        for first in firsts {
+            self.remove_segment_files(first, &mut report)?;
         }
-        self.segments.push(Segment::create(&*self.disk, &self.prefix, meta.index + 1)?);
+        self.segments = vec![Segment::create(&*self.disk, &self.prefix, meta.index + 1)?];
         self.terms.clear();
         self.cache.clear();
         self.unsynced = false;
@@ -523,16 +490,10 @@ impl RaftLog {
     pub fn entries(&self, low: u64, high: u64, max_bytes: Option<u64>) -> Result<Vec<Entry>> {
         let (first_index, last_index) = (self.first_index(), self.last_index());
         if low < first_index {
-            return Err(LogError::Compacted {
-                index: low,
-                first_index,
-            });
+            return Err(LogError::Compacted { index: low, first_index });
         }
         if high > last_index + 1 {
-            return Err(LogError::Unavailable {
-                index: high - 1,
-                last_index,
-            });
+            return Err(LogError::Unavailable { index: high - 1, last_index });
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
@@ -604,11 +565,7 @@ impl RaftLog {
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments
             .iter()
-            .map(|s| SegmentInfo {
-                first_index: s.first_index,
-                last_index: s.last_index,
-                bytes: s.bytes(),
-            })
+            .map(|s| SegmentInfo { first_index: s.first_index, last_index: s.last_index, bytes: s.bytes() })
             .collect()
     }
 
@@ -634,10 +591,7 @@ fn encode_err(e: protobuf::ProtobufError) -> LogError {
 }
 
 fn corrupt_state(file: &str, reason: impl ToString) -> LogError {
-    LogError::CorruptState {
-        file: file.to_owned(),
-        reason: reason.to_string(),
-    }
+    LogError::CorruptState { file: file.to_owned(), reason: reason.to_string() }
 }
 
 /// Splits `[len u32][first: len bytes][rest]`.

@@ -72,13 +72,14 @@ pub(crate) fn decode(header: &Header, payload: Bytes) -> Result<Entry, &'static 
     if context_len > r.remaining() {
         return Err("context length beyond payload");
     }
-    let mut entry = Entry::default();
-    entry.index = index;
-    entry.term = term;
-    entry.entry_type = entry_type;
-    entry.context = payload.slice(FIXED_PAYLOAD_LEN..FIXED_PAYLOAD_LEN + context_len);
-    entry.data = payload.slice(FIXED_PAYLOAD_LEN + context_len..);
-    Ok(entry)
+    Ok(Entry {
+        index,
+        term,
+        entry_type,
+        context: payload.slice(FIXED_PAYLOAD_LEN..FIXED_PAYLOAD_LEN + context_len),
+        data: payload.slice(FIXED_PAYLOAD_LEN + context_len..),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -86,13 +87,14 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, context: &[u8], data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.entry_type = EntryType::EntryConfChangeV2;
-        e.context = Bytes::copy_from_slice(context);
-        e.data = Bytes::copy_from_slice(data);
-        e
+        Entry {
+            index,
+            term,
+            entry_type: EntryType::EntryConfChangeV2,
+            context: Bytes::copy_from_slice(context),
+            data: Bytes::copy_from_slice(data),
+            ..Default::default()
+        }
     }
 
     fn split(record: &[u8]) -> (Header, Bytes) {

@@ -86,13 +86,7 @@ impl Segment {
             file.truncate(0).map_err(io_err(&name))?;
             file.sync().map_err(io_err(&name))?;
         }
-        Ok(Self {
-            first_index,
-            last_index: first_index - 1,
-            name,
-            file,
-            sparse: Vec::new(),
-        })
+        Ok(Self { first_index, last_index: first_index - 1, name, file, sparse: Vec::new() })
     }
 
     /// Opens an existing segment from its index file if that is valid and
@@ -106,21 +100,10 @@ impl Segment {
     ) -> Result<Recovered> {
         let name = segment_name(prefix, first_index);
         let file = disk.open(&name).map_err(io_err(&name))?;
-        let mut segment = Self {
-            first_index,
-            last_index: first_index - 1,
-            name,
-            file,
-            sparse: Vec::new(),
-        };
+        let mut segment = Self { first_index, last_index: first_index - 1, name, file, sparse: Vec::new() };
         if has_index_file {
             if let Some(runs) = segment.load_index_file(disk, prefix)? {
-                return Ok(Recovered {
-                    segment,
-                    runs,
-                    scanned: false,
-                    bad_record: None,
-                });
+                return Ok(Recovered { segment, runs, scanned: false, bad_record: None });
             }
         }
         let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -144,12 +127,7 @@ impl Segment {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Recovered {
-            segment,
-            runs,
-            scanned: true,
-            bad_record,
-        })
+        Ok(Recovered { segment, runs, scanned: true, bad_record })
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -206,12 +184,7 @@ impl Segment {
 
     /// Reads the entries in `[low, high)` (within this segment) in order,
     /// handing each to `visit` until it returns false. Returns false if it did.
-    pub(crate) fn read(
-        &self,
-        low: u64,
-        high: u64,
-        visit: &mut dyn FnMut(Entry) -> bool,
-    ) -> Result<bool> {
+    pub(crate) fn read(&self, low: u64, high: u64, visit: &mut dyn FnMut(Entry) -> bool) -> Result<bool> {
         debug_assert!(self.first_index <= low && high <= self.last_index + 1);
         let (mut index, mut pos) = self.sparse_floor(low);
         while index < high {
@@ -236,9 +209,7 @@ impl Segment {
 
     fn sparse_floor(&self, index: u64) -> (u64, u64) {
         let after = self.sparse.partition_point(|&(i, _)| i <= index);
-        after
-            .checked_sub(1)
-            .map_or((self.first_index, 0), |at| self.sparse[at])
+        after.checked_sub(1).map_or((self.first_index, 0), |at| self.sparse[at])
     }
 
     /// Reads and verifies the record of entry `index` at `pos`; returns it and
@@ -253,11 +224,7 @@ impl Segment {
     }
 
     fn try_read_record(&self, pos: u64, index: u64) -> Result<(Entry, u64)> {
-        let corrupt = |reason| LogError::CorruptRecord {
-            file: self.name.clone(),
-            offset: pos,
-            reason,
-        };
+        let corrupt = |reason| LogError::CorruptRecord { file: self.name.clone(), offset: pos, reason };
         let len = self.bytes();
         if pos + HEADER_LEN as u64 > len {
             return Err(corrupt("truncated header"));
@@ -282,12 +249,7 @@ impl Segment {
     /// Writes the index file of this (now sealed) segment, synced: one sync per
     /// sealed segment spares scanning it at every open after a crash. A torn
     /// index file fails its checksum and the segment is scanned instead.
-    pub(crate) fn write_index_file(
-        &self,
-        disk: &dyn Disk,
-        prefix: &str,
-        runs: &[(u64, u64)],
-    ) -> Result<()> {
+    pub(crate) fn write_index_file(&self, disk: &dyn Disk, prefix: &str, runs: &[(u64, u64)]) -> Result<()> {
         let mut buf = Vec::with_capacity(40 + 16 * (self.sparse.len() + runs.len()));
         buf.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         for n in [self.first_index, self.last_index, self.bytes()] {

@@ -25,19 +25,16 @@ impl SlotFile {
     /// payload, `None` if nothing was ever written completely.
     pub(crate) fn open(disk: &dyn Disk, base: &str) -> Result<(Self, Option<Bytes>)> {
         let names = [format!("{base}.0"), format!("{base}.1")];
-        let files = [
-            disk.open(&names[0]).map_err(io_err(&names[0]))?,
-            disk.open(&names[1]).map_err(io_err(&names[1]))?,
-        ];
+        let files =
+            [disk.open(&names[0]).map_err(io_err(&names[0]))?, disk.open(&names[1]).map_err(io_err(&names[1]))?];
         let mut newest: Option<(u64, Bytes)> = None;
         let mut nonempty_invalid = 0;
         for (name, file) in names.iter().zip(&files) {
             match read_slot(name, file.as_ref())? {
-                Some((seq, payload)) => {
-                    if newest.as_ref().map_or(true, |(s, _)| seq > *s) {
-                        newest = Some((seq, payload));
-                    }
+                Some((seq, payload)) if newest.as_ref().map_or(true, |(s, _)| seq > *s) => {
+                    newest = Some((seq, payload));
                 }
+                Some(_) => {}
                 None if !file.is_empty() => nonempty_invalid += 1,
                 None => {}
             }
@@ -45,10 +42,7 @@ impl SlotFile {
         // One bad slot is a write torn by a crash; two mean a value was
         // completely written once and then damaged: refuse to guess.
         if nonempty_invalid == 2 {
-            return Err(LogError::CorruptState {
-                file: base.to_owned(),
-                reason: "both slots are corrupt".to_owned(),
-            });
+            return Err(LogError::CorruptState { file: base.to_owned(), reason: "both slots are corrupt".to_owned() });
         }
         let (seq, payload) = newest.map_or((0, None), |(seq, p)| (seq, Some(p)));
         Ok((Self { names, files, seq }, payload))
@@ -135,9 +129,6 @@ mod tests {
         for name in ["s.0", "s.1"] {
             disk.open(name).unwrap().append(b"garbage garbage garbage").unwrap();
         }
-        assert!(matches!(
-            SlotFile::open(&disk, "s"),
-            Err(LogError::CorruptState { .. })
-        ));
+        assert!(matches!(SlotFile::open(&disk, "s"), Err(LogError::CorruptState { .. })));
     }
 }
