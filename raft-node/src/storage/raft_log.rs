@@ -161,6 +161,7 @@ impl RaftLog {
             .collect();
         for (i, &first) in firsts.iter().enumerate() {
             if self.segments.last().is_some_and(|prev| prev.last_index + 1 != first) {
+                self.refuse_to_drop_committed(first)?;
                 for &leftover in &firsts[i..] {
                     self.remove_segment_files(leftover, report)?;
                 }
@@ -181,6 +182,7 @@ impl RaftLog {
                 if !is_last {
                     return Err(LogError::CorruptRecord { file: segment.name, offset: bad.offset, reason: bad.reason });
                 }
+                self.refuse_to_drop_committed(segment.last_index + 1)?;
                 let bytes_cut = segment.bytes() - bad.offset;
                 segment.cut_bad_tail(bad.offset)?;
                 report.torn_tail =
@@ -220,6 +222,8 @@ impl RaftLog {
                 || (s.first_index <= index && index <= s.last_index && self.terms.term(index) == Some(term))
         });
         if !continues {
+            let first_dropped = self.segments.first().map_or(index + 1, |s| s.first_index.max(index + 1));
+            self.refuse_to_drop_committed(first_dropped)?;
             for segment in std::mem::take(&mut self.segments) {
                 self.remove_segment_files(segment.first_index, report)?;
             }
@@ -234,6 +238,17 @@ impl RaftLog {
             let conf_state = self.snapshot.get_metadata().get_conf_state().clone();
             self.write_state(hard_state, conf_state)?;
             report.finished_snapshot_install = true;
+        }
+        Ok(())
+    }
+
+    /// Recovery drops entries only where a crash can have left unwanted ones:
+    /// never a committed entry the snapshot does not cover. Fails before
+    /// touching anything if dropping from `index` on would.
+    fn refuse_to_drop_committed(&self, index: u64) -> Result<()> {
+        let commit = self.hard_state.commit;
+        if index <= commit && index > self.snapshot_index() {
+            return Err(LogError::CommittedEntriesLost { commit, last_index: index - 1 });
         }
         Ok(())
     }

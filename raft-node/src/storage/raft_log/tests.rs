@@ -190,8 +190,11 @@ fn committed_entries_lost_from_the_tail_is_an_error() {
     let name = active_segment_name(&log);
     drop(log);
     edit(&disk, &name, |b| b.truncate(b.len() - 1));
+    let len = disk.open(&name).unwrap().len();
     let err = RaftLog::open(Arc::new(disk.clone()), "p0-", LogConfig::default()).err().unwrap();
     assert!(matches!(err, LogError::CommittedEntriesLost { commit: 5, last_index: 4 }), "{err}");
+    // Refused before cutting anything: the evidence stays for an operator.
+    assert_eq!(disk.open(&name).unwrap().len(), len);
 }
 
 #[test]
