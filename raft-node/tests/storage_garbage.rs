@@ -11,9 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use raft::eraftpb::{Entry, HardState};
 use raft::{GetEntriesContext, Storage};
+use raft_node::storage::{Disk, FaultyDisk, LogConfig, RaftLog};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft_node::storage::{Disk, FaultyDisk, LogConfig, RaftLog};
 
 const SEEDS: u64 = 3000;
 const PREFIX: &str = "p.";

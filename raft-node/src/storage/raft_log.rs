@@ -163,7 +163,7 @@ impl RaftLog {
             if self.segments.last().is_some_and(|prev| prev.last_index + 1 != first) {
                 self.refuse_to_drop_committed(first)?;
                 for &leftover in &firsts[i..] {
-                    self.remove_segment_files(leftover, report)?;
+                    self.remove_segment_files(leftover, &mut report.removed_files)?;
                 }
                 break;
             }
@@ -200,7 +200,7 @@ impl RaftLog {
         for kind in kinds {
             if let FileKind::Index(first) = kind {
                 if !self.segments.iter().any(|s| s.first_index == first) {
-                    self.remove_if_present(&index_name(&self.prefix, first), report)?;
+                    self.remove_if_present(&index_name(&self.prefix, first), &mut report.removed_files)?;
                 }
             }
         }
@@ -215,7 +215,7 @@ impl RaftLog {
         let (index, term) = (self.snapshot_index(), self.snapshot_term());
         while self.segments.len() > 1 && self.segments[0].last_index <= index {
             let segment = self.segments.remove(0);
-            self.remove_segment_files(segment.first_index, report)?;
+            self.remove_segment_files(segment.first_index, &mut report.removed_files)?;
         }
         let continues = self.segments.first().is_some_and(|s| {
             s.first_index == index + 1
@@ -225,7 +225,7 @@ impl RaftLog {
             let first_dropped = self.segments.first().map_or(index + 1, |s| s.first_index.max(index + 1));
             self.refuse_to_drop_committed(first_dropped)?;
             for segment in std::mem::take(&mut self.segments) {
-                self.remove_segment_files(segment.first_index, report)?;
+                self.remove_segment_files(segment.first_index, &mut report.removed_files)?;
             }
             self.terms.clear();
             self.segments.push(Segment::create(&*self.disk, &self.prefix, index + 1)?);
@@ -253,15 +253,16 @@ impl RaftLog {
         Ok(())
     }
 
-    fn remove_segment_files(&self, first_index: u64, report: &mut RecoveryReport) -> Result<()> {
-        self.remove_if_present(&segment_name(&self.prefix, first_index), report)?;
-        self.remove_if_present(&index_name(&self.prefix, first_index), report)
+    /// Removes a segment and its index file, adding the names removed to `removed`.
+    fn remove_segment_files(&self, first_index: u64, removed: &mut Vec<String>) -> Result<()> {
+        self.remove_if_present(&segment_name(&self.prefix, first_index), removed)?;
+        self.remove_if_present(&index_name(&self.prefix, first_index), removed)
     }
 
-    fn remove_if_present(&self, name: &str, report: &mut RecoveryReport) -> Result<()> {
+    fn remove_if_present(&self, name: &str, removed: &mut Vec<String>) -> Result<()> {
         match self.disk.remove(name) {
             Ok(()) => {
-                report.removed_files.push(name.to_owned());
+                removed.push(name.to_owned());
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -355,25 +356,28 @@ impl RaftLog {
     /// Removes the entries from `index` on.
     fn truncate_suffix(&mut self, index: u64) -> Result<()> {
         let at = self.segments.partition_point(|s| s.first_index <= index) - 1;
+        let sealed = at + 1 < self.segments.len();
+        let removed = &mut Vec::new();
+        if sealed {
+            // It becomes active again: its index file would no longer match.
+            self.remove_if_present(&index_name(&self.prefix, self.segments[at].first_index), removed)?;
+        }
+        // The cut can fail (it reads records to find the position); memory
+        // follows only once the file is cut, so terms always cover the segments.
+        self.segments[at].truncate_from(index)?;
         self.cache.truncate_from(index);
         self.terms.truncate_from(index);
-        if at + 1 == self.segments.len() {
-            self.segments[at].truncate_from(index)?;
+        if !sealed {
             self.unsynced = true;
             return Ok(());
         }
-        // The segment becomes active again: its index file would no longer
-        // match, and the cut is made durable before the later segments go, so
-        // a crash in between leaves a gap recovery recognizes as leftovers.
-        let mut report = RecoveryReport::default();
-        self.remove_if_present(&index_name(&self.prefix, self.segments[at].first_index), &mut report)?;
-        self.segments[at].truncate_from(index)?;
+        // The cut is durable before the later segments go, so a crash in
+        // between leaves a gap that recovery recognizes as leftovers.
         self.segments[at].sync()?;
-        for segment in self.segments.drain(at + 1..).rev().collect::<Vec<_>>() {
-            self.remove_if_present(&segment.name, &mut report)?;
-            self.remove_if_present(&index_name(&self.prefix, segment.first_index), &mut report)?;
-        }
         self.unsynced = false;
+        for segment in self.segments.drain(at + 1..).rev().collect::<Vec<_>>() {
+            self.remove_segment_files(segment.first_index, removed)?;
+        }
         Ok(())
     }
 
@@ -456,10 +460,9 @@ impl RaftLog {
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
         self.write_snapshot(snapshot)?;
-        let mut report = RecoveryReport::default();
         while self.segments.len() > 1 && self.segments[0].last_index <= index {
             let segment = self.segments.remove(0);
-            self.remove_segment_files(segment.first_index, &mut report)?;
+            self.remove_segment_files(segment.first_index, &mut Vec::new())?;
         }
         self.terms.discard_before(index + 1);
         Ok(())
@@ -488,10 +491,9 @@ impl RaftLog {
         self.write_state(hard_state, meta.get_conf_state().clone())?;
         // The old segments stay listed until the new one exists, so a failure
         // here leaves an I/O error to report, never an empty segment list.
-        let mut report = RecoveryReport::default();
         let firsts: Vec<u64> = self.segments.iter().map(|s| s.first_index).collect();
         for first in firsts {
-            self.remove_segment_files(first, &mut report)?;
+            self.remove_segment_files(first, &mut Vec::new())?;
         }
         self.segments = vec![Segment::create(&*self.disk, &self.prefix, meta.index + 1)?];
         self.terms.clear();
