@@ -1,0 +1,197 @@
+//! Request decoding: exact on valid requests, an error (never a panic or an abort) on anything else.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use raft_node::kafka::frame::FrameReader;
+use raft_node::kafka::request::{self, Request, RequestError};
+use raft_node::kafka::versions::SUPPORTED;
+use raft_node::kafka::DecodeError;
+
+fn name(s: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(s))
+}
+
+/// A request of `api_key` with some content in fields every supported version has, and
+/// int32 fields above what the frame holds (so decoding takes its two-pass path).
+fn sample(api_key: ApiKey) -> RequestKind {
+    match api_key {
+        ApiKey::Produce => ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(120_000)
+            .with_topic_data(vec![TopicProduceData::default().with_name(name("t")).with_partition_data(vec![
+                PartitionProduceData::default().with_index(3).with_records(Some(Bytes::from(vec![7; 100]))),
+            ])])
+            .into(),
+        ApiKey::Fetch => FetchRequest::default()
+            .with_max_wait_ms(500)
+            .with_max_bytes(52_428_800)
+            .with_topics(vec![FetchTopic::default().with_topic(name("t")).with_partitions(vec![
+                FetchPartition::default().with_partition(1).with_fetch_offset(42).with_partition_max_bytes(1_048_576),
+            ])])
+            .into(),
+        ApiKey::ListOffsets => ListOffsetsRequest::default()
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])])
+            .into(),
+        ApiKey::Metadata => MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("a"))),
+                MetadataRequestTopic::default().with_name(Some(name("b"))),
+            ]))
+            .into(),
+        ApiKey::ApiVersions => ApiVersionsRequest::default().into(),
+        ApiKey::CreateTopics => CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name("t"))
+                .with_num_partitions(3)
+                .with_replication_factor(1)])
+            .into(),
+        ApiKey::DeleteTopics => DeleteTopicsRequest::default().with_timeout_ms(300_000).into(),
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
+            .with_resources(vec![DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))])
+            .into(),
+        other => panic!("no sample for {other:?}"),
+    }
+}
+
+/// A frame payload: the header the key and version call for, then `body`.
+fn payload(api_key: ApiKey, version: i16, body: &[u8]) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(9)
+        .with_client_id(Some(StrBytes::from_static_str("t")));
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, api_key.request_header_version(version)).unwrap();
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+fn body_error(parsed: Result<Request, RequestError>) -> DecodeError {
+    match parsed {
+        Err(RequestError::Body { error, .. }) => error,
+        other => panic!("expected a body error, got {other:?}"),
+    }
+}
+
+#[test]
+fn supported_versions_lie_within_what_kafka_protocol_speaks() {
+    for api in SUPPORTED {
+        let speaks = api.key.valid_versions();
+        assert!(speaks.min <= api.min && api.max <= speaks.max, "{:?} {}..={} vs {speaks}", api.key, api.min, api.max);
+        assert!(api.advertised_min <= api.min);
+    }
+}
+
+#[test]
+fn valid_requests_decode_exactly_at_every_supported_version() {
+    for api in SUPPORTED {
+        for version in api.min..=api.max {
+            let request = sample(api.key);
+            let mut body = BytesMut::new();
+            request.encode(&mut body, version).unwrap();
+            match request::parse(payload(api.key, version, &body)) {
+                Ok(Request::Supported { header, body, .. }) => {
+                    assert_eq!((header.request_api_key, header.request_api_version), (api.key as i16, version));
+                    assert_eq!(header.correlation_id, 9);
+                    assert_eq!(body, request, "{:?} v{version}", api.key);
+                }
+                other => panic!("{:?} v{version}: {other:?}", api.key),
+            }
+        }
+    }
+}
+
+/// Produce v3 whose topic array claims `i32::MAX` entries, in a 14-byte body.
+fn produce_v3_with_forged_topic_count() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks
+    body.extend_from_slice(&30_000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&i32::MAX.to_be_bytes()); // topic count
+    body
+}
+
+#[test]
+fn forged_int32_array_count_is_an_error() {
+    let body = produce_v3_with_forged_topic_count();
+    assert!(matches!(body_error(request::parse(payload(ApiKey::Produce, 3, &body))), DecodeError::Malformed(_)));
+}
+
+#[test]
+fn forged_compact_array_count_is_an_error() {
+    let forged = [0xff, 0xff, 0xff, 0xff, 0x0f];
+    let error = body_error(request::parse(payload(ApiKey::Metadata, 12, &forged)));
+    assert_eq!(error, DecodeError::ForgedLength { claimed: u64::from(u32::MAX), left: 0 });
+
+    // Nested: Produce v9, one topic whose partition array claims 2^28 entries.
+    let mut body = vec![0x00]; // no transactional id
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    body.extend_from_slice(&30_000i32.to_be_bytes());
+    body.extend_from_slice(&[0x02, 0x02, b't', 0x80, 0x80, 0x80, 0x80, 0x01]);
+    let error = body_error(request::parse(payload(ApiKey::Produce, 9, &body)));
+    assert!(matches!(error, DecodeError::ForgedLength { claimed: 0x1000_0000, .. }), "{error:?}");
+}
+
+/// kafka-protocol alone, on the same 14 bytes, reserves 2^31 topics (hundreds of GB): the
+/// allocation fails and the process aborts (SIGABRT, not a panic) wherever that exceeds
+/// memory under Linux's default overcommit heuristic. Ignored because it kills the test run;
+/// run it alone to see why `decode_bounded` exists:
+/// `cargo test -p raft-node --test kafka_decode -- --ignored unguarded`
+#[test]
+#[ignore = "aborts the test process"]
+fn unguarded_decode_aborts_on_forged_array_count() {
+    let mut body = Bytes::from(produce_v3_with_forged_topic_count());
+    let _ = RequestKind::decode(ApiKey::Produce, &mut body, 3);
+}
+
+#[test]
+fn arbitrary_byte_streams_never_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    bolero::check!().with_type::<Vec<u8>>().for_each(|stream: &Vec<u8>| {
+        runtime.block_on(async {
+            let mut frames = FrameReader::new(1 << 16);
+            let mut input = stream.as_slice();
+            while frames.read_from(&mut input).await.unwrap() > 0 {
+                while let Ok(Some(frame)) = frames.next_frame() {
+                    let _ = request::parse(frame);
+                }
+            }
+        })
+    });
+}
+
+/// Arbitrary bodies under a valid header of a supported API and version: decoding is safe, and
+/// whenever it succeeds kafka-protocol alone (now known to meet only honest counts) agrees.
+#[test]
+fn arbitrary_bodies_decode_safely_and_as_kafka_protocol_does() {
+    bolero::check!().with_type::<Vec<u8>>().for_each(|input: &Vec<u8>| {
+        let [pick, v0, v1, body @ ..] = input.as_slice() else { return };
+        let api = &SUPPORTED[usize::from(*pick) % SUPPORTED.len()];
+        let span = u16::try_from(api.max - api.min + 1).unwrap();
+        let version = api.min + i16::try_from(u16::from_be_bytes([*v0, *v1]) % span).unwrap();
+        match request::parse(payload(api.key, version, body)) {
+            Ok(Request::Supported { body: decoded, .. }) => {
+                let raw = RequestKind::decode(api.key, &mut Bytes::copy_from_slice(body), version);
+                assert_eq!(raw.ok(), Some(decoded));
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(RequestError::Body { .. }) => {}
+            Err(other) => panic!("the header is valid: {other:?}"),
+        }
+    });
+}
