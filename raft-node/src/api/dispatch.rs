@@ -1,0 +1,32 @@
+//! The seam between the wire layer and the API: each decoded request to the
+//! method that answers it.
+
+use std::future::Future;
+
+use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
+
+use super::KafkaApi;
+use crate::kafka::{Handler, Reply};
+
+impl Handler for KafkaApi {
+    fn handle(&self, _header: &RequestHeader, request: RequestKind) -> impl Future<Output = Reply> + Send {
+        let api = self.clone();
+        async move {
+            let response = match request {
+                RequestKind::Metadata(r) => ResponseKind::Metadata(api.metadata(&r)),
+                RequestKind::Produce(r) => match api.produce(r).await {
+                    Some(response) => ResponseKind::Produce(response),
+                    None => return Reply::NoResponse,
+                },
+                RequestKind::Fetch(r) => ResponseKind::Fetch(api.fetch(&r).await),
+                RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(api.list_offsets(&r).await),
+                RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(api.create_topics(&r).await),
+                RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(api.delete_topics(&r).await),
+                // The wire layer admits only the APIs of its versions table;
+                // anything else reaching here is closed, as Kafka does.
+                _ => return Reply::Close,
+            };
+            Reply::Response(response)
+        }
+    }
+}

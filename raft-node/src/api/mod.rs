@@ -1,0 +1,53 @@
+//! The Kafka API's business logic: each request decoded by the wire layer
+//! (`crate::kafka`) is answered from the node's cluster view, or turned into
+//! node requests (produce, fetch, list offsets, metadata commands).
+
+mod dispatch;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod topics;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use log_core::metadata::ClusterMetadata;
+
+use crate::group_id::GroupId;
+use crate::node::{ClusterView, NodeHandle};
+
+/// What the API layer holds: the node it talks to.
+#[derive(Clone)]
+pub struct KafkaApi {
+    node: NodeHandle,
+    /// Seeds the uuids of topics created through this broker.
+    topic_ids: Arc<std::sync::Mutex<rand_chacha::ChaCha8Rng>>,
+}
+
+impl KafkaApi {
+    pub fn new(node: NodeHandle, seed: u64) -> Self {
+        use rand::SeedableRng;
+        KafkaApi { node, topic_ids: Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))) }
+    }
+
+    fn view(&self) -> Arc<ClusterView> {
+        self.node.view()
+    }
+}
+
+/// The raft group of `topic`'s `partition`, if both exist.
+fn group_of(metadata: &ClusterMetadata, topic: &str, partition: i32) -> Option<GroupId> {
+    let t = metadata.topic(topic)?;
+    t.partition(partition)?;
+    Some(GroupId::Partition { topic: t.id(), partition })
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}

@@ -1,0 +1,413 @@
+//! The node: every raft group this broker hosts, driven from one task.
+//!
+//! One tick source drives all groups; peer messages and API requests come in
+//! through channels; each round ends with every group's Ready handled (entries
+//! durable before the messages that depend on them leave) and the outbound
+//! messages handed to the transport. The node also keeps the partition
+//! replicas in step with the committed metadata, and publishes a view of the
+//! cluster (metadata plus who leads what) for the Kafka API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use log_core::batch::RecordBatch;
+use log_core::metadata::{ClusterMetadata, Command};
+use log_core::ErrorCode;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use slog::{o, Logger};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::group_id::GroupId;
+use crate::peer_message::PeerMessage;
+use crate::replica::metadata::MetadataMachine;
+use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
+use crate::replica::{Outbox, RaftSettings, Replica, ReplicaError};
+use crate::storage::{Disk, LogConfig};
+use crate::transport::{Inbound, Transport};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    /// The metadata group's voters when the cluster is first formed.
+    pub voters: Vec<u64>,
+    /// The Kafka address this broker registers for clients.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub raft: RaftSettings,
+    pub log: LogConfig,
+    pub tick: Duration,
+    /// Seeds election jitter; fixed per node so a simulation replays.
+    pub seed: u64,
+}
+
+/// Who leads a group, and in which term (a higher term wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: u64,
+    pub term: u64,
+}
+
+/// What the Kafka API needs to answer Metadata and route requests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    pub metadata: Arc<ClusterMetadata>,
+    /// The metadata group's leader: Kafka's "controller".
+    pub controller: Option<u64>,
+    pub leaders: BTreeMap<GroupId, Leadership>,
+}
+
+/// A fetch's data, and the high watermark to wait on for more (long poll).
+pub struct FetchReply {
+    pub data: FetchedData,
+    pub high_watermark: watch::Receiver<i64>,
+}
+
+pub enum Request {
+    Produce { group: GroupId, batch: RecordBatch, acks: Acks, reply: oneshot::Sender<ProduceResult> },
+    Fetch { group: GroupId, offset: i64, max_bytes: u64, reply: oneshot::Sender<Result<FetchReply, ErrorCode>> },
+    ListOffsets { group: GroupId, spec: OffsetSpec, reply: oneshot::Sender<Result<i64, ErrorCode>> },
+    /// A metadata command, proposed through the metadata group's leader.
+    Propose { command: Command },
+}
+
+/// The API's side of the node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub node_id: u64,
+    requests: mpsc::Sender<Request>,
+    view: watch::Receiver<Arc<ClusterView>>,
+}
+
+impl NodeHandle {
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn watch_view(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
+    /// Sends a request; `false` if the node has stopped.
+    pub async fn send(&self, request: Request) -> bool {
+        self.requests.send(request).await.is_ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("metadata group failed: {0}")]
+    Metadata(ReplicaError),
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+pub struct Node {
+    config: NodeConfig,
+    disk: Arc<dyn Disk>,
+    transport: Transport,
+    metadata: Replica<MetadataMachine>,
+    partitions: BTreeMap<GroupId, Replica<PartitionMachine>>,
+    /// Leadership of groups hosted elsewhere, from peers' hints.
+    hints: BTreeMap<GroupId, Leadership>,
+    view: watch::Sender<Arc<ClusterView>>,
+    requests: mpsc::Receiver<Request>,
+    rng: ChaCha8Rng,
+    ticks: u64,
+    logger: Logger,
+}
+
+/// How many ticks between re-announcements of the groups this broker leads,
+/// and between registration attempts.
+const ANNOUNCE_TICKS: u64 = 20;
+
+impl Node {
+    /// Opens the metadata group and every partition replica the committed
+    /// metadata assigns here.
+    pub fn open(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        transport: Transport,
+        logger: &Logger,
+    ) -> Result<(Node, NodeHandle), NodeError> {
+        let logger = logger.new(o!("node" => config.node_id));
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let metadata = Replica::open(
+            GroupId::Metadata,
+            config.node_id,
+            &config.voters,
+            disk.clone(),
+            config.log.clone(),
+            &config.raft,
+            rng.next_u64(),
+            &logger,
+        )
+        .map_err(NodeError::Metadata)?;
+        let (requests_tx, requests) = mpsc::channel(1024);
+        let view = watch::Sender::new(Arc::new(ClusterView::default()));
+        let handle = NodeHandle { node_id: config.node_id, requests: requests_tx, view: view.subscribe() };
+        let mut node = Node {
+            config,
+            disk,
+            transport,
+            metadata,
+            partitions: BTreeMap::new(),
+            hints: BTreeMap::new(),
+            view,
+            requests,
+            rng,
+            ticks: 0,
+            logger,
+        };
+        node.reconcile()?;
+        node.publish_view();
+        Ok((node, handle))
+    }
+
+    /// Runs until the transport or the request channel closes, or the
+    /// metadata group fails (the broker cannot go on without it).
+    pub async fn run(mut self, mut inbound: Inbound) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(),
+                peer = inbound.recv() => match peer {
+                    Some((from, payload)) => self.on_peer(from, &payload),
+                    None => return Ok(()),
+                },
+                request = self.requests.recv() => match request {
+                    Some(request) => self.on_request(request),
+                    None => return Ok(()),
+                },
+            }
+            // Take whatever else is already waiting, so one round of Ready
+            // handling (and one sync per group) covers it all.
+            while let Some((from, payload)) = inbound.try_recv() {
+                self.on_peer(from, &payload);
+            }
+            while let Ok(request) = self.requests.try_recv() {
+                self.on_request(request);
+            }
+            self.process_ready()?;
+        }
+    }
+
+    fn tick(&mut self) {
+        self.ticks += 1;
+        self.metadata.tick();
+        self.partitions.values_mut().for_each(|r| r.tick());
+        if self.ticks % ANNOUNCE_TICKS == 0 {
+            self.register();
+            self.announce(|_| true);
+        }
+    }
+
+    fn on_peer(&mut self, from: u64, payload: &[u8]) {
+        match PeerMessage::decode(payload) {
+            Ok(PeerMessage::Raft { group: GroupId::Metadata, message }) => self.metadata.step(message),
+            Ok(PeerMessage::Raft { group, message }) => match self.partitions.get_mut(&group) {
+                Some(replica) => replica.step(message),
+                // Not created here yet (metadata still on its way) or deleted:
+                // raft retries, so dropping is safe.
+                None => slog::debug!(self.logger, "message for unknown group"; "group" => %group, "from" => from),
+            },
+            Ok(PeerMessage::LeaderHint { group, term, leader }) => {
+                let known = self.hints.get(&group).map_or(0, |l| l.term);
+                if term >= known {
+                    self.hints.insert(group, Leadership { leader, term });
+                    self.publish_view();
+                }
+            }
+            Err(e) => slog::warn!(self.logger, "undecodable peer message"; "from" => from, "error" => %e),
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Produce { group, batch, acks, reply } => match self.partitions.get_mut(&group) {
+                Some(replica) => replica.produce(batch, acks, reply),
+                None => drop(reply.send(Err(self.missing(&group)))),
+            },
+            Request::Fetch { group, offset, max_bytes, reply } => {
+                let result = match self.partitions.get(&group) {
+                    Some(replica) => replica.fetch(offset, max_bytes).map(|data| FetchReply {
+                        data,
+                        high_watermark: replica.machine.subscribe_high_watermark(),
+                    }),
+                    None => Err(self.missing(&group)),
+                };
+                let _ = reply.send(result);
+            }
+            Request::ListOffsets { group, spec, reply } => {
+                let result = match self.partitions.get(&group) {
+                    Some(replica) => replica.list_offset(spec),
+                    None => Err(self.missing(&group)),
+                };
+                let _ = reply.send(result);
+            }
+            Request::Propose { command } => {
+                // Forwarded to the leader by raft; dropped if none is known,
+                // and the caller, waiting for the effect, times out.
+                if let Err(e) = self.metadata.propose(command.encode()) {
+                    slog::debug!(self.logger, "metadata proposal dropped"; "error" => %e);
+                }
+            }
+        }
+    }
+
+    /// The error for a request about a partition not hosted here.
+    fn missing(&self, group: &GroupId) -> ErrorCode {
+        let known = match group {
+            GroupId::Partition { topic, .. } => self.metadata.machine.state().topic_by_id(topic).is_some(),
+            GroupId::Metadata => false,
+        };
+        if known {
+            ErrorCode::NotLeaderOrFollower
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), NodeError> {
+        let mut outbox = Outbox::default();
+        let metadata_epoch = self.metadata.machine.state().epoch();
+        self.metadata.handle_ready(&mut outbox).map_err(NodeError::Metadata)?;
+        let mut failed = Vec::new();
+        for (group, replica) in self.partitions.iter_mut() {
+            if let Err(e) = replica.handle_ready(&mut outbox) {
+                slog::crit!(self.logger, "partition replica failed; it stops serving"; "group" => %group, "error" => %e);
+                failed.push(*group);
+            }
+        }
+        for group in failed {
+            self.partitions.remove(&group);
+        }
+        for (group, message) in outbox.messages {
+            let to = message.to;
+            self.send(to, PeerMessage::Raft { group, message }.encode());
+        }
+        if self.metadata.machine.state().epoch() != metadata_epoch {
+            self.reconcile()?;
+        }
+        self.publish_view();
+        Ok(())
+    }
+
+    /// Opens the replicas the metadata assigns here; removes the data of
+    /// deleted topics.
+    fn reconcile(&mut self) -> Result<(), NodeError> {
+        for topic in self.metadata.machine.take_deleted() {
+            self.partitions.retain(|group, _| !matches!(group, GroupId::Partition { topic: t, .. } if *t == topic));
+            let prefix = format!("p-{}-", crate::group_id::hex(&topic));
+            for name in self.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
+                self.disk.remove(&name)?;
+            }
+        }
+        let me = self.config.node_id;
+        let mut wanted = Vec::new();
+        for (_, topic) in self.metadata.machine.state().topics() {
+            for (index, assignment) in topic.partitions().iter().enumerate() {
+                let voters: Vec<u64> = assignment.replicas().iter().map(|&b| b as u64).collect();
+                let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
+                if voters.contains(&me) && !self.partitions.contains_key(&group) {
+                    wanted.push((group, voters));
+                }
+            }
+        }
+        for (group, voters) in wanted {
+            let seed = self.rng.next_u64();
+            let opened = Replica::open(
+                group,
+                me,
+                &voters,
+                self.disk.clone(),
+                self.config.log.clone(),
+                &self.config.raft,
+                seed,
+                &self.logger,
+            );
+            match opened {
+                Ok(replica) => {
+                    self.partitions.insert(group, replica);
+                }
+                Err(e) => slog::crit!(self.logger, "cannot open partition replica"; "group" => %group, "error" => %e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes this broker's registration until the metadata shows it.
+    fn register(&mut self) {
+        let me = self.config.node_id as i32;
+        let registered = self.metadata.machine.state().broker(me).is_some_and(|b| {
+            b.host == self.config.advertised_host && b.port == self.config.advertised_port
+        });
+        if registered || self.metadata.leader().is_none() {
+            return;
+        }
+        let command = Command::RegisterBroker {
+            id: me,
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+            rack: None,
+        };
+        let _ = self.metadata.propose(command.encode());
+    }
+
+    /// Hands a payload to the transport. Raft tolerates lost messages (it
+    /// retries), so one the transport refuses (a slow peer's full queue, a
+    /// peer not known yet) is only logged.
+    fn send(&self, to: u64, payload: Bytes) {
+        if let Err(e) = self.transport.send(to, payload) {
+            slog::debug!(self.logger, "peer message not sent"; "to" => to, "error" => %e);
+        }
+    }
+
+    /// Tells every other broker which groups this one leads.
+    fn announce(&self, filter: impl Fn(&GroupId) -> bool) {
+        let me = self.config.node_id;
+        let peers: Vec<u64> =
+            self.metadata.machine.state().brokers().map(|(id, _)| id as u64).filter(|&id| id != me).collect();
+        for (group, replica) in self.partitions.iter().filter(|(g, r)| r.is_leader() && filter(g)) {
+            let hint = PeerMessage::LeaderHint { group: *group, term: replica.term(), leader: me }.encode();
+            for &peer in &peers {
+                self.send(peer, hint.clone());
+            }
+        }
+    }
+
+    fn publish_view(&mut self) {
+        let mut leaders = self.hints.clone();
+        for (group, replica) in &self.partitions {
+            if let Some(leader) = replica.leader() {
+                let term = replica.term();
+                if leaders.get(group).is_none_or(|l| l.term <= term) {
+                    leaders.insert(*group, Leadership { leader, term });
+                }
+            }
+        }
+        let view = ClusterView {
+            metadata: self.metadata.machine.published(),
+            controller: self.metadata.leader(),
+            leaders,
+        };
+        let current = self.view.borrow().clone();
+        if *current != view {
+            // Groups whose leadership moved to this broker are announced at once.
+            let me = self.config.node_id;
+            let gained: Vec<GroupId> = view
+                .leaders
+                .iter()
+                .filter(|(g, l)| l.leader == me && current.leaders.get(*g).is_none_or(|c| c != *l))
+                .map(|(g, _)| *g)
+                .collect();
+            self.view.send_replace(Arc::new(view));
+            if !gained.is_empty() {
+                self.announce(|g| gained.contains(g));
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The metadata replica: the controller group's log applied to log-core's
+//! cluster metadata machine, identically on every broker. Brokers learn the
+//! topics and assignments from what it publishes.
+//!
+//! Commands carry no reply channel: a proposer pre-validates a command
+//! against a copy of the current metadata (the machine is pure, so that
+//! verdict is exact), proposes it from any broker (raft forwards proposals to
+//! the leader), and waits until the published metadata shows its effect.
+
+use std::sync::Arc;
+
+use log_core::metadata::{ClusterMetadata, Command, Outcome, TopicId};
+use raft::eraftpb::{Entry, EntryType, Snapshot};
+use tokio::sync::watch;
+
+use super::{Machine, ReplicaError};
+use crate::storage::RaftLog;
+
+pub struct MetadataMachine {
+    state: ClusterMetadata,
+    /// Topics deleted by applied commands, whose local data is to be removed.
+    deleted: Vec<TopicId>,
+    published: watch::Sender<Arc<ClusterMetadata>>,
+}
+
+impl MetadataMachine {
+    pub fn state(&self) -> &ClusterMetadata {
+        &self.state
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.published.subscribe()
+    }
+
+    /// The metadata as last published.
+    pub fn published(&self) -> Arc<ClusterMetadata> {
+        self.published.borrow().clone()
+    }
+
+    /// Topics deleted since the last call (also those replayed on recovery:
+    /// removing their data again is harmless).
+    pub fn take_deleted(&mut self) -> Vec<TopicId> {
+        std::mem::take(&mut self.deleted)
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            return;
+        }
+        // Every replica decodes the same bytes the same way, so a command the
+        // machine refuses (a race lost to another proposer) is refused alike
+        // everywhere and changes nothing.
+        if let Ok(command) = Command::decode(&entry.data) {
+            if let Ok(Outcome::TopicDeleted { topic, .. }) = self.state.apply(command) {
+                self.deleted.push(topic.id());
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(Arc::new(self.state.clone()));
+    }
+}
+
+impl Machine for MetadataMachine {
+    fn recover(log: &RaftLog) -> Result<Self, ReplicaError> {
+        let snapshot = log.snapshot().data.clone();
+        let state = if snapshot.is_empty() {
+            ClusterMetadata::default()
+        } else {
+            ClusterMetadata::decode(&snapshot)
+                .map_err(|e| ReplicaError::Machine(format!("unreadable metadata snapshot: {e}")))?
+        };
+        let mut machine = MetadataMachine { state, deleted: Vec::new(), published: watch::Sender::new(Arc::default()) };
+        let (mut next, commit) = (log.first_index(), log.hard_state().commit);
+        while next <= commit {
+            let entries = log.entries(next, commit + 1, Some(16 << 20))?;
+            entries.iter().for_each(|e| machine.apply(e));
+            next += entries.len() as u64;
+        }
+        machine.publish();
+        Ok(machine)
+    }
+
+    fn on_entries(&mut self, _entries: &[Entry]) -> Result<(), ReplicaError> {
+        Ok(())
+    }
+
+    fn on_committed(&mut self, entries: &[Entry], _log: &RaftLog) -> Result<(), ReplicaError> {
+        let epoch = self.state.epoch();
+        entries.iter().for_each(|e| self.apply(e));
+        if self.state.epoch() != epoch {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
+        let state = ClusterMetadata::decode(&snapshot.data)
+            .map_err(|e| ReplicaError::Machine(format!("unreadable metadata snapshot: {e}")))?;
+        let kept: std::collections::BTreeSet<TopicId> = state.topics().map(|(_, t)| t.id()).collect();
+        self.deleted.extend(self.state.topics().map(|(_, t)| t.id()).filter(|id| !kept.contains(id)));
+        self.state = state;
+        self.publish();
+        Ok(())
+    }
+
+    fn snapshot_data(&self, _index: u64) -> Result<Vec<u8>, ReplicaError> {
+        Ok(self.state.encode())
+    }
+}
