@@ -104,12 +104,14 @@ where
     H: Handler,
 {
     let mut frames = FrameReader::new(config.max_request_bytes);
+    // Zero would never read a request.
+    let bound = config.max_in_flight.max(1);
     loop {
-        while in_flight.len() < config.max_in_flight {
+        while in_flight.len() < bound {
             let Some(frame) = frames.next_frame()? else { break };
             in_flight.push_back(start(frame, handler)?);
         }
-        let room = in_flight.len() < config.max_in_flight;
+        let room = in_flight.len() < bound;
         tokio::select! {
             answer = next_answer(in_flight) => {
                 in_flight.pop_front();
