@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the command README.md names and .ci/run calls.
-# Runs on a fresh machine with only the Rust toolchain; installs what it needs.
+# Runs on a fresh machine with only the Rust toolchain and Python; installs
+# everything else it needs (kcat, the Python Kafka clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +15,21 @@ step "unit, model-based and crash-recovery tests"
 # Property tests draw fresh random cases each run; a failure prints the
 # BOLERO_RANDOM_SEED that replays it.
 cargo test --workspace --locked
+
+step "end-to-end: unmodified Kafka clients against keel broker processes"
+if ! command -v kcat >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  else
+    echo "kcat is missing and this is not root: install the Debian package kcat" >&2
+    exit 1
+  fi
+fi
+venv=target/e2e-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check \
+  confluent-kafka kafka-python pytest lz4 python-snappy zstandard
+cargo build -p raft-node --bin keel --locked
+KEEL_BIN="$PWD/target/debug/keel" "$venv/bin/python" -m pytest -q -p no:cacheprovider raft-node/tests/e2e
 
 step "done"

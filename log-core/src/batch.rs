@@ -73,9 +73,9 @@ impl BatchError {
     /// The Kafka error code a producer receives for this rejection.
     pub fn code(&self) -> ErrorCode {
         match self {
-            BatchError::TooShort(_)
-            | BatchError::LengthMismatch { .. }
-            | BatchError::CrcMismatch { .. } => ErrorCode::CorruptMessage,
+            BatchError::TooShort(_) | BatchError::LengthMismatch { .. } | BatchError::CrcMismatch { .. } => {
+                ErrorCode::CorruptMessage
+            }
             BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
             BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             BatchError::Compression(_) => ErrorCode::UnsupportedCompressionType,
@@ -369,15 +369,13 @@ mod tests {
 
     #[test]
     fn valid_batch_exposes_its_header() {
-        let spec = BatchSpec { record_count: 3, producer_id: 7, producer_epoch: 1, base_sequence: 10, ..Default::default() };
+        let spec =
+            BatchSpec { record_count: 3, producer_id: 7, producer_epoch: 1, base_sequence: 10, ..Default::default() };
         let batch = RecordBatch::validate(encode(&spec), MAX).expect("valid");
         assert_eq!(batch.record_count(), 3);
         assert_eq!(batch.last_offset_delta(), 2);
         assert_eq!(batch.compression(), Ok(Compression::None));
-        assert_eq!(
-            batch.producer(),
-            Some(ProducerBatch { producer_id: 7, epoch: 1, first_seq: 10, record_count: 3 })
-        );
+        assert_eq!(batch.producer(), Some(ProducerBatch { producer_id: 7, epoch: 1, first_seq: 10, record_count: 3 }));
     }
 
     #[test]
@@ -402,7 +400,10 @@ mod tests {
             (encode(&BatchSpec { record_count: 0, ..Default::default() }), ErrorCode::InvalidRecord),
             (encode(&BatchSpec { attributes: 5, ..Default::default() }), ErrorCode::UnsupportedCompressionType),
             (encode(&BatchSpec { attributes: CONTROL_FLAG, ..Default::default() }), ErrorCode::InvalidRecord),
-            (encode(&BatchSpec { first_timestamp: 9, max_timestamp: 3, ..Default::default() }), ErrorCode::InvalidRecord),
+            (
+                encode(&BatchSpec { first_timestamp: 9, max_timestamp: 3, ..Default::default() }),
+                ErrorCode::InvalidRecord,
+            ),
             (encode(&BatchSpec { producer_id: 3, producer_epoch: -1, ..Default::default() }), ErrorCode::InvalidRecord),
         ];
         for (bytes, code) in cases {

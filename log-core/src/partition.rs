@@ -362,7 +362,12 @@ mod tests {
     use super::*;
 
     fn data(log: &PartitionLog, count: i32, ts: i64) -> EntryKind {
-        EntryKind::Data(DataEntry { stamped_base_offset: log.next_offset(), record_count: count, max_timestamp: ts, producer: None })
+        EntryKind::Data(DataEntry {
+            stamped_base_offset: log.next_offset(),
+            record_count: count,
+            max_timestamp: ts,
+            producer: None,
+        })
     }
 
     fn append(log: &mut PartitionLog, count: i32, ts: i64) -> u64 {
@@ -396,7 +401,8 @@ mod tests {
         append(&mut log, 3, 0);
         append(&mut log, 1, 0);
         let before = log.clone();
-        let bad = EntryKind::Data(DataEntry { stamped_base_offset: 4, record_count: 1, max_timestamp: 0, producer: None });
+        let bad =
+            EntryKind::Data(DataEntry { stamped_base_offset: 4, record_count: 1, max_timestamp: 0, producer: None });
         assert_eq!(log.append(2, &bad), Err(LogError::OffsetMismatch { index: 2, stamped: 4, expected: 3 }));
         assert_eq!(log, before);
     }

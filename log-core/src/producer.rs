@@ -191,15 +191,24 @@ mod tests {
     fn a_retry_older_than_the_window_is_out_of_order() {
         let written: Vec<_> = (0..6).map(|i| (batch(0, i, 1), i64::from(i) * 10)).collect();
         let t = table(&written);
-        assert_eq!(t.check(&batch(0, 0, 1), std::iter::empty()), Err(SequenceError::OutOfOrder { expected: 6, got: 0 }));
+        assert_eq!(
+            t.check(&batch(0, 0, 1), std::iter::empty()),
+            Err(SequenceError::OutOfOrder { expected: 6, got: 0 })
+        );
         assert_eq!(t.check(&batch(0, 1, 1), std::iter::empty()), Ok(SequenceCheck::Duplicate { base_offset: 10 }));
     }
 
     #[test]
     fn gaps_are_rejected_and_old_epochs_fenced() {
         let t = table(&[(batch(3, 0, 1), 0)]);
-        assert_eq!(t.check(&batch(3, 2, 1), std::iter::empty()).map_err(|e| e.code()), Err(ErrorCode::OutOfOrderSequenceNumber));
-        assert_eq!(t.check(&batch(2, 1, 1), std::iter::empty()).map_err(|e| e.code()), Err(ErrorCode::InvalidProducerEpoch));
+        assert_eq!(
+            t.check(&batch(3, 2, 1), std::iter::empty()).map_err(|e| e.code()),
+            Err(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            t.check(&batch(2, 1, 1), std::iter::empty()).map_err(|e| e.code()),
+            Err(ErrorCode::InvalidProducerEpoch)
+        );
         assert_eq!(t.check(&batch(4, 0, 1), std::iter::empty()), Ok(SequenceCheck::Append));
         assert!(t.check(&batch(4, 1, 1), std::iter::empty()).is_err());
     }

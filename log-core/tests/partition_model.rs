@@ -23,16 +23,33 @@ enum Seq {
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Produce { count: u8, ts: u8, producer: Option<(u8, u8, Seq)> },
+    Produce {
+        count: u8,
+        ts: u8,
+        producer: Option<(u8, u8, Seq)>,
+    },
     Noop,
     /// A new leader's entry replaces part of the uncommitted suffix.
-    Overwrite { back: u8, count: u8 },
-    Commit { ahead: u8 },
-    Compact { back: u8 },
+    Overwrite {
+        back: u8,
+        count: u8,
+    },
+    Commit {
+        ahead: u8,
+    },
+    Compact {
+        back: u8,
+    },
     /// Rebuild the replica from a snapshot plus the log after it.
-    Restore { back: u8 },
-    Locate { offset: u8 },
-    LocateTimestamp { ts: u8 },
+    Restore {
+        back: u8,
+    },
+    Locate {
+        offset: u8,
+    },
+    LocateTimestamp {
+        ts: u8,
+    },
 }
 
 /// Weighted towards idempotent produces that mostly continue their sequence,
@@ -91,7 +108,12 @@ impl Model {
 
     /// `bases()[i - 1]` is `base(i)`, for every index up to `last() + 1`.
     fn bases(&self) -> Vec<i64> {
-        std::iter::once(0).chain(self.entries.iter().scan(0, |sum, e| { *sum += e.count; Some(*sum) })).collect()
+        std::iter::once(0)
+            .chain(self.entries.iter().scan(0, |sum, e| {
+                *sum += e.count;
+                Some(*sum)
+            }))
+            .collect()
     }
 
     fn hw(&self) -> i64 {
@@ -109,14 +131,24 @@ impl Model {
             return Err(SequenceError::Fenced { current: last.epoch, got: b.epoch });
         }
         if b.epoch > last.epoch {
-            return if b.first_seq == 0 { Ok(SequenceCheck::Append) } else { Err(SequenceError::OutOfOrder { expected: 0, got: b.first_seq }) };
+            return if b.first_seq == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder { expected: 0, got: b.first_seq })
+            };
         }
         let window: Vec<_> = mine.iter().rev().take_while(|(p, _)| p.epoch == last.epoch).take(WINDOW).collect();
-        if let Some((_, offset)) = window.iter().find(|(p, _)| p.first_seq == b.first_seq && p.last_seq() == b.last_seq()) {
+        if let Some((_, offset)) =
+            window.iter().find(|(p, _)| p.first_seq == b.first_seq && p.last_seq() == b.last_seq())
+        {
             return Ok(SequenceCheck::Duplicate { base_offset: *offset });
         }
         let expected = if last.last_seq() == i32::MAX { 0 } else { last.last_seq() + 1 };
-        if b.first_seq == expected { Ok(SequenceCheck::Append) } else { Err(SequenceError::OutOfOrder { expected, got: b.first_seq }) }
+        if b.first_seq == expected {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(SequenceError::OutOfOrder { expected, got: b.first_seq })
+        }
     }
 
     fn kind(&self, index: u64) -> EntryKind {
@@ -124,15 +156,26 @@ impl Model {
         if e.count == 0 {
             return EntryKind::Empty;
         }
-        EntryKind::Data(DataEntry { stamped_base_offset: self.base(index), record_count: e.count as i32, max_timestamp: e.ts, producer: e.producer })
+        EntryKind::Data(DataEntry {
+            stamped_base_offset: self.base(index),
+            record_count: e.count as i32,
+            max_timestamp: e.ts,
+            producer: e.producer,
+        })
     }
 
     fn producer_batch(&self, count: i32, (pid, epoch, seq): (u8, u8, Seq)) -> ProducerBatch {
         let producer_id = i64::from(pid % 2);
-        let mine: Vec<ProducerBatch> = self.entries.iter().filter_map(|e| e.producer).filter(|p| p.producer_id == producer_id).collect();
+        let mine: Vec<ProducerBatch> =
+            self.entries.iter().filter_map(|e| e.producer).filter(|p| p.producer_id == producer_id).collect();
         match seq {
             Seq::Next => match mine.last() {
-                Some(l) => ProducerBatch { producer_id, epoch: l.epoch, first_seq: l.last_seq().wrapping_add(1).max(0), record_count: count },
+                Some(l) => ProducerBatch {
+                    producer_id,
+                    epoch: l.epoch,
+                    first_seq: l.last_seq().wrapping_add(1).max(0),
+                    record_count: count,
+                },
                 None => ProducerBatch { producer_id, epoch: i16::from(epoch % 3), first_seq: 0, record_count: count },
             },
             // Up to one batch older than the window: the boundary matters.
@@ -164,7 +207,9 @@ fn assert_same(log: &PartitionLog, model: &Model) {
 }
 
 fn run(ops: &[Op]) {
-    if std::env::var_os("MODEL_DEBUG").is_some() { eprintln!("{ops:#?}"); }
+    if std::env::var_os("MODEL_DEBUG").is_some() {
+        eprintln!("{ops:#?}");
+    }
     let mut log = PartitionLog::default();
     let mut model = Model::default();
     for op in ops {
@@ -179,7 +224,11 @@ fn run(ops: &[Op]) {
                         continue;
                     }
                 }
-                let entry = Entry { count: batch.map_or(count, |b| i64::from(b.record_count)), ts: i64::from(ts), producer: batch };
+                let entry = Entry {
+                    count: batch.map_or(count, |b| i64::from(b.record_count)),
+                    ts: i64::from(ts),
+                    producer: batch,
+                };
                 model.entries.push(entry);
                 let index = model.last();
                 assert_eq!(log.append(index, &model.kind(index)), Ok(model.base(index)));
@@ -227,7 +276,8 @@ fn run(ops: &[Op]) {
                 } else if offset >= model.hw() {
                     Ok(None)
                 } else {
-                    Ok((model.compacted + 1..=model.committed).find(|&i| model.base(i) + model.entries[(i - 1) as usize].count > offset))
+                    Ok((model.compacted + 1..=model.committed)
+                        .find(|&i| model.base(i) + model.entries[(i - 1) as usize].count > offset))
                 };
                 assert_eq!(log.locate(offset), expected, "locate {offset}");
             }

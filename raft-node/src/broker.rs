@@ -33,7 +33,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
 /// Runs a broker until `shutdown` resolves: then it stops accepting
 /// connections, lets requests in flight finish, and stops its groups (every
 /// entry a client was told about is already synced).
-pub async fn run(config: BrokerConfig, logger: Logger, shutdown: impl Future<Output = ()> + Send) -> Result<(), BrokerError> {
+pub async fn run(
+    config: BrokerConfig,
+    logger: Logger,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BrokerError> {
     let node_id = config.node_id;
     let logger = logger.new(slog::o!("broker" => node_id));
     let disk: Arc<dyn Disk> =

@@ -140,8 +140,8 @@ impl BrokerConfig {
     pub fn load(path: &std::path::Path) -> Result<BrokerConfig, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let config: BrokerConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let config: BrokerConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }

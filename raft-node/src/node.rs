@@ -24,7 +24,7 @@ use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
-use crate::replica::{Outbox, RaftSettings, Replica, ReplicaError};
+use crate::replica::{Outbox, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
 
@@ -66,11 +66,27 @@ pub struct FetchReply {
 }
 
 pub enum Request {
-    Produce { group: GroupId, batch: RecordBatch, acks: Acks, reply: oneshot::Sender<ProduceResult> },
-    Fetch { group: GroupId, offset: i64, max_bytes: u64, reply: oneshot::Sender<Result<FetchReply, ErrorCode>> },
-    ListOffsets { group: GroupId, spec: OffsetSpec, reply: oneshot::Sender<Result<i64, ErrorCode>> },
+    Produce {
+        group: GroupId,
+        batch: RecordBatch,
+        acks: Acks,
+        reply: oneshot::Sender<ProduceResult>,
+    },
+    Fetch {
+        group: GroupId,
+        offset: i64,
+        max_bytes: u64,
+        reply: oneshot::Sender<Result<FetchReply, ErrorCode>>,
+    },
+    ListOffsets {
+        group: GroupId,
+        spec: OffsetSpec,
+        reply: oneshot::Sender<Result<i64, ErrorCode>>,
+    },
     /// A metadata command, proposed through the metadata group's leader.
-    Propose { command: Command },
+    Propose {
+        command: Command,
+    },
 }
 
 /// The API's side of the node.
@@ -106,7 +122,7 @@ pub enum NodeError {
 
 pub struct Node {
     config: NodeConfig,
-    disk: Arc<dyn Disk>,
+    env: ReplicaEnv,
     transport: Transport,
     metadata: Replica<MetadataMachine>,
     partitions: BTreeMap<GroupId, Replica<PartitionMachine>>,
@@ -134,23 +150,21 @@ impl Node {
     ) -> Result<(Node, NodeHandle), NodeError> {
         let logger = logger.new(o!("node" => config.node_id));
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let metadata = Replica::open(
-            GroupId::Metadata,
-            config.node_id,
-            &config.voters,
-            disk.clone(),
-            config.log.clone(),
-            &config.raft,
-            rng.next_u64(),
-            &logger,
-        )
-        .map_err(NodeError::Metadata)?;
+        let env = ReplicaEnv {
+            node_id: config.node_id,
+            disk,
+            log_config: config.log.clone(),
+            settings: config.raft.clone(),
+            logger: logger.clone(),
+        };
+        let metadata =
+            Replica::open(GroupId::Metadata, &config.voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
         let handle = NodeHandle { node_id: config.node_id, requests: requests_tx, view: view.subscribe() };
         let mut node = Node {
             config,
-            disk,
+            env,
             transport,
             metadata,
             partitions: BTreeMap::new(),
@@ -233,10 +247,9 @@ impl Node {
             },
             Request::Fetch { group, offset, max_bytes, reply } => {
                 let result = match self.partitions.get(&group) {
-                    Some(replica) => replica.fetch(offset, max_bytes).map(|data| FetchReply {
-                        data,
-                        high_watermark: replica.machine.subscribe_high_watermark(),
-                    }),
+                    Some(replica) => replica
+                        .fetch(offset, max_bytes)
+                        .map(|data| FetchReply { data, high_watermark: replica.machine.subscribe_high_watermark() }),
                     None => Err(self.missing(&group)),
                 };
                 let _ = reply.send(result);
@@ -302,8 +315,8 @@ impl Node {
         for topic in self.metadata.machine.take_deleted() {
             self.partitions.retain(|group, _| !matches!(group, GroupId::Partition { topic: t, .. } if *t == topic));
             let prefix = format!("p-{}-", crate::group_id::hex(&topic));
-            for name in self.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
-                self.disk.remove(&name)?;
+            for name in self.env.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
+                self.env.disk.remove(&name)?;
             }
         }
         let me = self.config.node_id;
@@ -319,17 +332,7 @@ impl Node {
         }
         for (group, voters) in wanted {
             let seed = self.rng.next_u64();
-            let opened = Replica::open(
-                group,
-                me,
-                &voters,
-                self.disk.clone(),
-                self.config.log.clone(),
-                &self.config.raft,
-                seed,
-                &self.logger,
-            );
-            match opened {
+            match Replica::open(group, &voters, seed, &self.env) {
                 Ok(replica) => {
                     self.partitions.insert(group, replica);
                 }
@@ -342,9 +345,12 @@ impl Node {
     /// Proposes this broker's registration until the metadata shows it.
     fn register(&mut self) {
         let me = self.config.node_id as i32;
-        let registered = self.metadata.machine.state().broker(me).is_some_and(|b| {
-            b.host == self.config.advertised_host && b.port == self.config.advertised_port
-        });
+        let registered = self
+            .metadata
+            .machine
+            .state()
+            .broker(me)
+            .is_some_and(|b| b.host == self.config.advertised_host && b.port == self.config.advertised_port);
         if registered || self.metadata.leader().is_none() {
             return;
         }
@@ -389,11 +395,8 @@ impl Node {
                 }
             }
         }
-        let view = ClusterView {
-            metadata: self.metadata.machine.published(),
-            controller: self.metadata.leader(),
-            leaders,
-        };
+        let view =
+            ClusterView { metadata: self.metadata.machine.published(), controller: self.metadata.leader(), leaders };
         let current = self.view.borrow().clone();
         if *current != view {
             // Groups whose leadership moved to this broker are announced at once.

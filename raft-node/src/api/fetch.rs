@@ -9,7 +9,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use log_core::ErrorCode;
 use tokio::sync::{oneshot, watch};
 
-use super::{group_of, KafkaApi};
+use super::{group_of, until, KafkaApi};
 use crate::node::{FetchReply, Request};
 
 impl KafkaApi {
@@ -23,7 +23,7 @@ impl KafkaApi {
             }
             // Sleep until some partition's high watermark moves, or the deadline.
             let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if until(deadline, changed).await.is_none() {
                 return self.fetch_once(request).await.0;
             }
         }
@@ -42,13 +42,15 @@ impl KafkaApi {
                 // The request's max_bytes caps the sum, yet the first
                 // non-empty partition always gets through (KIP-74).
                 let budget = (request.max_bytes.max(0) as usize).saturating_sub(total);
-                let max_bytes = if total == 0 { p.partition_max_bytes } else { p.partition_max_bytes.min(budget as i32) };
+                let max_bytes =
+                    if total == 0 { p.partition_max_bytes } else { p.partition_max_bytes.min(budget as i32) };
                 let result = match group_of(&view.metadata, &topic.topic, p.partition) {
                     None => Err(ErrorCode::UnknownTopicOrPartition),
                     Some(_) if max_bytes <= 0 => Err(ErrorCode::None),
                     Some(group) => {
                         let (reply, receiver) = oneshot::channel();
-                        let request = Request::Fetch { group, offset: p.fetch_offset, max_bytes: max_bytes as u64, reply };
+                        let request =
+                            Request::Fetch { group, offset: p.fetch_offset, max_bytes: max_bytes as u64, reply };
                         match self.node.send(request).await {
                             true => receiver.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower)),
                             false => Err(ErrorCode::NotLeaderOrFollower),
@@ -76,7 +78,8 @@ impl KafkaApi {
                         .with_preferred_read_replica(BrokerId(-1)),
                 });
             }
-            responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+            responses
+                .push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
         }
         (FetchResponse::default().with_responses(responses), total, watches)
     }

@@ -1,7 +1,9 @@
 //! Metadata: brokers, the controller, and every partition's leader, answered
 //! by any broker from its cluster view.
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use log_core::ErrorCode;
 

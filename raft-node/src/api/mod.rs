@@ -51,3 +51,10 @@ fn topic_name(name: &str) -> TopicName {
 fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
+
+/// Awaits `future` until `deadline`; `None` if the deadline came first.
+/// (The simulator's time has `timeout` but not `timeout_at`.)
+async fn until<F: std::future::Future>(deadline: tokio::time::Instant, future: F) -> Option<F::Output> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    tokio::time::timeout(left, future).await.ok()
+}

@@ -9,7 +9,7 @@ use log_core::batch::validate_record_set;
 use log_core::ErrorCode;
 use tokio::sync::oneshot;
 
-use super::{group_of, KafkaApi};
+use super::{group_of, until, KafkaApi};
 use crate::node::Request;
 use crate::replica::partition::{Acks, ProduceResult};
 
@@ -69,7 +69,8 @@ impl KafkaApi {
                         .with_log_start_offset(-1),
                 );
             }
-            responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+            responses
+                .push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
         }
         Some(ProduceResponse::default().with_responses(responses))
     }
@@ -98,14 +99,17 @@ impl KafkaApi {
 }
 
 /// The base offset of the first batch once all succeed, or the first error.
-async fn first_offset(receivers: Vec<oneshot::Receiver<ProduceResult>>, deadline: tokio::time::Instant) -> ProduceResult {
+async fn first_offset(
+    receivers: Vec<oneshot::Receiver<ProduceResult>>,
+    deadline: tokio::time::Instant,
+) -> ProduceResult {
     let mut first = None;
     for receiver in receivers {
-        let offset = match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(result)) => result?,
+        let offset = match until(deadline, receiver).await {
+            Some(Ok(result)) => result?,
             // The replica dropped the waiter: leadership or the group is gone.
-            Ok(Err(_)) => return Err(ErrorCode::NotLeaderOrFollower),
-            Err(_) => return Err(ErrorCode::RequestTimedOut),
+            Some(Err(_)) => return Err(ErrorCode::NotLeaderOrFollower),
+            None => return Err(ErrorCode::RequestTimedOut),
         };
         first.get_or_insert(offset);
     }

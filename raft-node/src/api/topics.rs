@@ -17,7 +17,7 @@ use log_core::metadata::{ClusterMetadata, Command, TopicId};
 use log_core::ErrorCode;
 use rand::RngCore;
 
-use super::{str_bytes, topic_name, KafkaApi};
+use super::{str_bytes, topic_name, until, KafkaApi};
 use crate::node::Request;
 
 /// Partitions of a topic created without a count (Kafka's num.partitions).
@@ -66,15 +66,15 @@ impl KafkaApi {
         };
         let mut configs = BTreeMap::new();
         for c in &topic.configs {
-            let value = c.value.as_ref().ok_or((ErrorCode::InvalidConfig, format!("config {} has no value", c.name)))?;
+            let value =
+                c.value.as_ref().ok_or((ErrorCode::InvalidConfig, format!("config {} has no value", c.name)))?;
             if configs.insert(c.name.to_string(), value.to_string()).is_some() {
                 return Err((ErrorCode::InvalidRequest, format!("config {} is given twice", c.name)));
             }
         }
         let id = self.new_topic_id();
         let name = topic.name.to_string();
-        let command =
-            Command::CreateTopic { name: name.clone(), id, partitions, replication_factor: factor, configs };
+        let command = Command::CreateTopic { name: name.clone(), id, partitions, replication_factor: factor, configs };
         precheck(&view.metadata, &command)?;
         if !validate_only {
             self.propose_and_wait(command, deadline, |m| match m.topic(&name) {
@@ -101,7 +101,9 @@ impl KafkaApi {
             let result = DeletableTopicResult::default().with_name(Some(topic_name(&name)));
             responses.push(match self.delete_topic(&name, deadline).await {
                 Ok(()) => result,
-                Err((code, message)) => result.with_error_code(code.code()).with_error_message(Some(str_bytes(&message))),
+                Err((code, message)) => {
+                    result.with_error_code(code.code()).with_error_message(Some(str_bytes(&message)))
+                }
             });
         }
         DeleteTopicsResponse::default().with_responses(responses)
@@ -135,8 +137,8 @@ impl KafkaApi {
             if let Some(result) = effect(&view.borrow_and_update().metadata) {
                 return result;
             }
-            match tokio::time::timeout_at(deadline, view.changed()).await {
-                Ok(Ok(())) => {}
+            match until(deadline, view.changed()).await {
+                Some(Ok(())) => {}
                 _ => return Err((ErrorCode::RequestTimedOut, "the metadata change did not commit in time".into())),
             }
         }

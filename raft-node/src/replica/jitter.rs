@@ -8,9 +8,9 @@
 //! `[0, election_ticks)` from the group, so the effective timeout is uniform in
 //! `[election_ticks, 2 * election_ticks)`, as raft-rs's own default.
 
+use raft::StateRole;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use raft::StateRole;
 
 /// What raft-rs resets its election timer on: a new term or a new role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

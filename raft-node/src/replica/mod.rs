@@ -80,6 +80,17 @@ impl Outbox {
     }
 }
 
+/// What every replica on a broker shares: who it is, where it stores, how
+/// its raft is tuned, where it logs.
+#[derive(Clone)]
+pub struct ReplicaEnv {
+    pub node_id: u64,
+    pub disk: Arc<dyn Disk>,
+    pub log_config: LogConfig,
+    pub settings: RaftSettings,
+    pub logger: Logger,
+}
+
 pub struct Replica<M: Machine> {
     pub group: GroupId,
     raw: RawNode<RaftLog>,
@@ -92,32 +103,21 @@ pub struct Replica<M: Machine> {
 impl<M: Machine> Replica<M> {
     /// Opens the group's log (recovering it) and rebuilds its state machine.
     /// A fresh log is bootstrapped with `voters`; an existing one keeps its
-    /// own configuration.
-    pub fn open(
-        group: GroupId,
-        node_id: u64,
-        voters: &[u64],
-        disk: Arc<dyn Disk>,
-        log_config: LogConfig,
-        settings: &RaftSettings,
-        seed: u64,
-        logger: &Logger,
-    ) -> Result<Self, ReplicaError> {
-        let logger = logger.new(o!("group" => group.to_string()));
-        let (mut log, report) = RaftLog::open(disk, &group.file_prefix(), log_config)?;
+    /// own configuration. `seed` drives the group's election jitter.
+    pub fn open(group: GroupId, voters: &[u64], seed: u64, env: &ReplicaEnv) -> Result<Self, ReplicaError> {
+        let logger = env.logger.new(o!("group" => group.to_string()));
+        let (mut log, report) = RaftLog::open(env.disk.clone(), &group.file_prefix(), env.log_config.clone())?;
         if report.torn_tail.is_some() {
             slog::warn!(logger, "recovered log"; "report" => ?report);
         }
-        let fresh = log.conf_state().voters.is_empty();
-        if fresh {
-            let mut conf = ConfState::default();
-            conf.voters = voters.to_vec();
-            log.set_conf_state(conf)?;
+        if log.conf_state().voters.is_empty() {
+            log.set_conf_state(ConfState { voters: voters.to_vec(), ..Default::default() })?;
         }
         let machine = M::recover(&log)?;
         let applied = log.hard_state().commit;
+        let settings = &env.settings;
         let config = raft::Config {
-            id: node_id,
+            id: env.node_id,
             election_tick: settings.election_ticks,
             heartbeat_tick: settings.heartbeat_ticks,
             // A one-value range: raft-rs's own (unseeded) randomness is unused;

@@ -250,8 +250,11 @@ impl Replica<PartitionMachine> {
             return Err(ErrorCode::NotLeaderOrFollower);
         }
         let log = &self.machine.log;
-        let mut data =
-            FetchedData { high_watermark: log.high_watermark(), log_start_offset: log.log_start_offset(), records: Bytes::new() };
+        let mut data = FetchedData {
+            high_watermark: log.high_watermark(),
+            log_start_offset: log.log_start_offset(),
+            records: Bytes::new(),
+        };
         let Some(first) = log.locate(offset)? else { return Ok(data) };
         let entries = self
             .log()

@@ -215,7 +215,7 @@ impl FaultyFile {
     fn with_file<T>(&self, mutating: bool, f: impl FnOnce(&mut FileState, &mut State) -> T) -> io::Result<T> {
         let mut guard = self.disk.lock();
         let state = &mut *guard;
-        if !state.files.get(&self.name).is_some_and(|file| file.id == self.id) {
+        if state.files.get(&self.name).is_none_or(|file| file.id != self.id) {
             return Err(not_found(&self.name));
         }
         state.power(mutating)?;

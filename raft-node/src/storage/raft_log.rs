@@ -516,7 +516,7 @@ impl RaftLog {
         let mut bytes = 0u64;
         let mut take = |entry: Entry| {
             bytes += u64::from(entry.compute_size());
-            let fits = out.is_empty() || max_bytes.map_or(true, |max| bytes <= max);
+            let fits = out.is_empty() || max_bytes.is_none_or(|max| bytes <= max);
             if fits {
                 out.push(entry);
             }

@@ -114,7 +114,7 @@ impl Segment {
             match segment.read_record(pos, index) {
                 Ok((entry, next)) => {
                     segment.note(index, pos, index_interval);
-                    if runs.last().map_or(true, |&(_, term)| term != entry.term) {
+                    if runs.last().is_none_or(|&(_, term)| term != entry.term) {
                         runs.push((index, entry.term));
                     }
                     segment.last_index = index;
@@ -136,7 +136,7 @@ impl Segment {
 
     /// Records that the entry `index` starts at file position `pos`.
     fn note(&mut self, index: u64, pos: u64, index_interval: u64) {
-        if self.sparse.last().map_or(true, |&(_, p)| pos - p >= index_interval) {
+        if self.sparse.last().is_none_or(|&(_, p)| pos - p >= index_interval) {
             self.sparse.push((index, pos));
         }
     }
@@ -177,7 +177,7 @@ impl Segment {
     /// Cuts a bad tail found by `recover`, which stopped at `offset`, and makes
     /// the cut durable before anything is appended after it.
     pub(crate) fn cut_bad_tail(&mut self, offset: u64) -> Result<()> {
-        debug_assert!(self.sparse.last().map_or(true, |&(_, p)| p < offset));
+        debug_assert!(self.sparse.last().is_none_or(|&(_, p)| p < offset));
         self.file.truncate(offset).map_err(io_err(&self.name))?;
         self.sync()
     }
@@ -306,8 +306,8 @@ impl Segment {
             && (empty || (starts_at_first(&sparse) && starts_at_first(&runs) && sparse[0].1 == 0))
             && sparse.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
             && runs.windows(2).all(|w| w[0].0 < w[1].0)
-            && sparse.last().map_or(true, |&(i, p)| i <= last_index && p < bytes)
-            && runs.last().map_or(true, |&(i, _)| i <= last_index);
+            && sparse.last().is_none_or(|&(i, p)| i <= last_index && p < bytes)
+            && runs.last().is_none_or(|&(i, _)| i <= last_index);
         if !valid {
             return None;
         }

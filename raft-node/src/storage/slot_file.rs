@@ -31,7 +31,7 @@ impl SlotFile {
         let mut nonempty_invalid = 0;
         for (name, file) in names.iter().zip(&files) {
             match read_slot(name, file.as_ref())? {
-                Some((seq, payload)) if newest.as_ref().map_or(true, |(s, _)| seq > *s) => {
+                Some((seq, payload)) if newest.as_ref().is_none_or(|(s, _)| seq > *s) => {
                     newest = Some((seq, payload));
                 }
                 Some(_) => {}

@@ -10,8 +10,8 @@ pub(crate) struct TermRuns {
 impl TermRuns {
     /// Records that `index` (after every recorded index) has `term`.
     pub(crate) fn push(&mut self, index: u64, term: u64) {
-        debug_assert!(self.runs.last().map_or(true, |&(first, _)| first < index));
-        if self.runs.last().map_or(true, |&(_, t)| t != term) {
+        debug_assert!(self.runs.last().is_none_or(|&(first, _)| first < index));
+        if self.runs.last().is_none_or(|&(_, t)| t != term) {
             self.runs.push((index, term));
         }
     }
