@@ -22,6 +22,7 @@ impl Handler for KafkaApi {
                 RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(api.list_offsets(&r).await),
                 RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(api.create_topics(&r).await),
                 RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(api.delete_topics(&r).await),
+                RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(api.describe_configs(&r)),
                 // The wire layer admits only the APIs of its versions table;
                 // anything else reaching here is closed, as Kafka does.
                 _ => return Reply::Close,

@@ -2,6 +2,7 @@
 //! (`crate::kafka`) is answered from the node's cluster view, or turned into
 //! node requests (produce, fetch, list offsets, metadata commands).
 
+mod configs;
 mod dispatch;
 mod fetch;
 mod metadata;
