@@ -63,6 +63,7 @@ pub async fn run(
         },
         log: LogConfig { segment_bytes: config.storage.segment_bytes, ..LogConfig::default() },
         tick: Duration::from_millis(config.raft.tick_ms),
+        retention_check_ticks: (config.storage.retention_check_ms / config.raft.tick_ms).max(1),
         seed: node_id,
     };
     let (node, handle) = Node::open(node_config, disk, transport.clone(), &logger)?;

@@ -20,7 +20,8 @@
 //! # ... one entry per broker
 //!
 //! [storage]
-//! segment_bytes = 67108864
+//! segment_bytes = 67108864         # segment roll size; a topic's segment.bytes overrides it
+//! retention_check_ms = 10000       # how often topics' retention.ms/.bytes are applied
 //!
 //! [logging]
 //! level = "info"                   # or the KEEL_LOG environment variable
@@ -79,6 +80,8 @@ pub struct ClusterMember {
 pub struct StorageSection {
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    #[serde(default = "default_retention_check_ms")]
+    pub retention_check_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -100,7 +103,7 @@ pub enum LogFormat {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { segment_bytes: default_segment_bytes() }
+        StorageSection { segment_bytes: default_segment_bytes(), retention_check_ms: default_retention_check_ms() }
     }
 }
 
@@ -121,6 +124,9 @@ fn default_heartbeat_ticks() -> usize {
 }
 fn default_segment_bytes() -> u64 {
     64 << 20
+}
+fn default_retention_check_ms() -> u64 {
+    10_000
 }
 fn default_level() -> String {
     "info".to_string()

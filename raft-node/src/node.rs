@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use log_core::batch::RecordBatch;
-use log_core::metadata::{ClusterMetadata, Command};
+use log_core::metadata::{ClusterMetadata, Command, TopicConfig, SEGMENT_BYTES};
+use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,6 +40,8 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub log: LogConfig,
     pub tick: Duration,
+    /// Ticks between retention passes over every partition replica (>= 1).
+    pub retention_check_ticks: u64,
     /// Seeds election jitter; fixed per node so a simulation replays.
     pub seed: u64,
 }
@@ -135,6 +138,14 @@ pub struct Node {
     logger: Logger,
 }
 
+/// Wall-clock time in ms since the epoch, which retention by time compares
+/// batch timestamps with: the node's only clock read (madsim intercepts it in
+/// simulation). A clock before the epoch reads as 0, which expires nothing.
+fn wall_clock_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// How many ticks between re-announcements of the groups this broker leads,
 /// and between registration attempts.
 const ANNOUNCE_TICKS: u64 = 20;
@@ -216,6 +227,37 @@ impl Node {
         if self.ticks % ANNOUNCE_TICKS == 0 {
             self.register();
             self.announce(|_| true);
+        }
+        if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
+            self.enforce_retention(wall_clock_ms());
+        }
+    }
+
+    /// One retention pass: every partition replica, leader or follower,
+    /// trims its own log by its topic's policy. A replica whose storage
+    /// fails here stops serving, as on any storage failure.
+    fn enforce_retention(&mut self, now_ms: i64) {
+        let state = self.metadata.machine.state();
+        let mut failed = Vec::new();
+        for (group, replica) in self.partitions.iter_mut() {
+            let GroupId::Partition { topic, .. } = group else { continue };
+            // A topic deleted but not yet reconciled away: leave its log alone.
+            let Some((_, topic)) = state.topic_by_id(topic) else { continue };
+            let config = topic.config();
+            let policy =
+                RetentionPolicy { retention_ms: config.retention_ms(), retention_bytes: config.retention_bytes() };
+            match replica.enforce_retention(now_ms, policy) {
+                Ok(Some(cut)) => slog::debug!(self.logger, "retention"; "group" => %group, "through" => cut,
+                    "log_start_offset" => replica.machine.log().log_start_offset()),
+                Ok(None) => {}
+                Err(e) => {
+                    slog::crit!(self.logger, "retention failed; the replica stops serving"; "group" => %group, "error" => %e);
+                    failed.push(*group);
+                }
+            }
+        }
+        for group in failed {
+            self.partitions.remove(&group);
         }
     }
 
@@ -326,13 +368,17 @@ impl Node {
                 let voters: Vec<u64> = assignment.replicas().iter().map(|&b| b as u64).collect();
                 let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
                 if voters.contains(&me) && !self.partitions.contains_key(&group) {
-                    wanted.push((group, voters));
+                    wanted.push((group, voters, self.segment_bytes(topic.config())));
                 }
             }
         }
-        for (group, voters) in wanted {
+        for (group, voters, segment_bytes) in wanted {
             let seed = self.rng.next_u64();
-            match Replica::open(group, &voters, seed, &self.env) {
+            let env = ReplicaEnv {
+                log_config: LogConfig { segment_bytes, ..self.env.log_config.clone() },
+                ..self.env.clone()
+            };
+            match Replica::open(group, &voters, seed, &env) {
                 Ok(replica) => {
                     self.partitions.insert(group, replica);
                 }
@@ -340,6 +386,16 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// The segment roll size of a topic's replicas: its `segment.bytes` if
+    /// set, else the broker's (Kafka's `log.segment.bytes` default). Topic
+    /// configs cannot change after creation, so it is fixed at open.
+    fn segment_bytes(&self, config: &TopicConfig) -> u64 {
+        match config.entries().contains_key(SEGMENT_BYTES) {
+            true => config.segment_bytes().max(1) as u64,
+            false => self.env.log_config.segment_bytes,
+        }
     }
 
     /// Proposes this broker's registration until the metadata shows it.

@@ -6,6 +6,12 @@
 //! leaves (raft-rs's persisted messages), and the state machine sees every
 //! entry when it is appended (to assign Kafka offsets on every replica alike)
 //! and again when it commits.
+//!
+//! Compaction is local to each replica: it records the machine's snapshot at
+//! a committed, applied index and drops the whole segments below it. A
+//! follower that then needs entries below the leader's log start gets that
+//! snapshot (raft-rs's MsgSnapshot: metadata and the machine's small state
+//! blob, never the log) and continues from the log after it.
 
 pub mod jitter;
 pub mod metadata;
@@ -14,8 +20,9 @@ pub mod partition;
 use std::sync::Arc;
 
 use protobuf::Message as _;
+use raft::eraftpb::MessageType;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
@@ -66,6 +73,8 @@ pub trait Machine: Sized {
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError>;
     /// The snapshot data raft sends a follower that lags behind the log start.
     fn snapshot_data(&self, index: u64) -> Result<Vec<u8>, ReplicaError>;
+    /// The log no longer serves entries through `index` (a compaction).
+    fn on_compacted(&mut self, index: u64) -> Result<(), ReplicaError>;
 }
 
 /// Outbound raft messages of one processing round, for the transport.
@@ -75,8 +84,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    fn push(&mut self, group: GroupId, messages: Vec<Message>) {
-        self.messages.extend(messages.into_iter().map(|m| (group, m)));
+    /// Queues `messages`; notes the followers sent a snapshot in `snapshots_to`.
+    fn push(&mut self, group: GroupId, messages: Vec<Message>, snapshots_to: &mut Vec<u64>) {
+        for m in messages {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots_to.push(m.to);
+            }
+            self.messages.push((group, m));
+        }
     }
 }
 
@@ -205,9 +220,10 @@ impl<M: Machine> Replica<M> {
             return Ok(());
         }
         let mut ready = self.raw.ready();
+        let mut snapshots_to = Vec::new();
         // The leader's appends may go out before its own write: it counts
         // itself only once the entries are durable (advance below).
-        outbox.push(self.group, ready.take_messages());
+        outbox.push(self.group, ready.take_messages(), &mut snapshots_to);
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.machine.on_snapshot(&snapshot)?;
@@ -227,7 +243,7 @@ impl<M: Machine> Replica<M> {
             let last = self.raw.store().last_index();
             self.machine.on_persisted(last, self.raw.store());
         }
-        outbox.push(self.group, ready.take_persisted_messages());
+        outbox.push(self.group, ready.take_persisted_messages(), &mut snapshots_to);
         let committed = ready.take_committed_entries();
         self.apply(&committed)?;
         let mut light = self.raw.advance(ready);
@@ -236,12 +252,40 @@ impl<M: Machine> Replica<M> {
             hs.commit = commit;
             self.raw.mut_store().set_hard_state(hs)?;
         }
-        outbox.push(self.group, light.take_messages());
+        outbox.push(self.group, light.take_messages(), &mut snapshots_to);
         let committed = light.take_committed_entries();
         self.apply(&committed)?;
         self.raw.advance_apply();
+        // raft-rs pauses replication to a follower sent a snapshot until told
+        // how the send went. The transport is fire-and-forget, so report it
+        // done once handed over: if it was lost, the follower rejects the next
+        // append (it lacks the snapshot's index), the leader probes back below
+        // its log start, and sends the snapshot again.
+        for to in snapshots_to {
+            self.raw.report_snapshot(to, SnapshotStatus::Finish);
+        }
         self.observe();
         Ok(())
+    }
+
+    /// Compacts the log through `index`, which must be applied: records the
+    /// machine's snapshot there (what a lagging follower will be sent), drops
+    /// the whole segments it covers, and has the machine forget the entries.
+    /// A no-op at or below the current snapshot.
+    pub fn compact(&mut self, index: u64) -> Result<(), ReplicaError> {
+        let applied = self.raw.raft.raft_log.applied;
+        if index > applied {
+            return Err(ReplicaError::Machine(format!(
+                "compaction through {index} beyond the applied index {applied}"
+            )));
+        }
+        if index < self.log().first_index() {
+            return Ok(());
+        }
+        let term = self.log().term(index)?;
+        let data = self.machine.snapshot_data(index)?;
+        self.raw.mut_store().compact_through(index, term, data.into())?;
+        self.machine.on_compacted(index)
     }
 
     fn apply(&mut self, entries: &[Entry]) -> Result<(), ReplicaError> {

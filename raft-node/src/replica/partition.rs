@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use log_core::batch::RecordBatch;
-use log_core::partition::{DataEntry, EntryKind, PartitionLog, PartitionSnapshot};
+use log_core::partition::{DataEntry, EntryKind, PartitionLog, PartitionSnapshot, RetentionPolicy, SegmentSpan};
 use log_core::producer::{ProducerBatch, SequenceCheck};
 use log_core::ErrorCode;
 use raft::eraftpb::{Entry, EntryType, Snapshot};
@@ -178,9 +178,51 @@ impl Machine for PartitionMachine {
     fn snapshot_data(&self, index: u64) -> Result<Vec<u8>, ReplicaError> {
         Ok(self.log.snapshot(index).map_err(|e| ReplicaError::Machine(e.to_string()))?.encode())
     }
+
+    fn on_compacted(&mut self, index: u64) -> Result<(), ReplicaError> {
+        self.log.compact(index).map_err(|e| ReplicaError::Machine(e.to_string()))
+    }
 }
 
 impl Replica<PartitionMachine> {
+    /// Applies the topic's retention to this replica's own log at `now_ms`:
+    /// deletes the oldest whole segments Kafka's rules let go (committed and
+    /// applied only), and moves the log start offset past them. A leader
+    /// keeps what its recently active followers still need, so that a
+    /// follower slightly behind gets entries rather than a snapshot. Returns
+    /// the raft index compacted through, if anything was.
+    pub fn enforce_retention(&mut self, now_ms: i64, policy: RetentionPolicy) -> Result<Option<u64>, ReplicaError> {
+        let segments: Vec<SegmentSpan> = self
+            .log()
+            .segments()
+            .into_iter()
+            .map(|s| SegmentSpan { first_index: s.first_index, last_index: s.last_index, bytes: s.bytes })
+            .collect();
+        let Some(cut) = self.machine.log.retention_cut(&segments, now_ms, policy) else { return Ok(None) };
+        let limit = cut.min(self.followers_floor());
+        // Segment boundaries only: a partly covered segment would stay on disk.
+        let Some(cut) = segments.iter().map(|s| s.last_index).filter(|&last| last <= limit).max() else {
+            return Ok(None);
+        };
+        if cut < self.log().first_index() {
+            return Ok(None);
+        }
+        self.compact(cut)?;
+        debug_assert!(self.log().first_index() == cut + 1 && self.machine.log.first_index() == cut + 1);
+        Ok(Some(cut))
+    }
+
+    /// On a leader, the lowest index a recently active follower has; no
+    /// bound elsewhere (a follower does not know its peers' progress).
+    fn followers_floor(&self) -> u64 {
+        if !self.is_leader() {
+            return u64::MAX;
+        }
+        let me = self.raw.raft.id;
+        let followers = self.raw.raft.prs().iter().filter(|(&id, pr)| id != me && pr.recent_active);
+        followers.map(|(_, pr)| pr.matched).min().unwrap_or(u64::MAX)
+    }
+
     /// The leader's produce path for one validated batch. The reply comes
     /// when `acks` is met; with `Acks::None` it is dropped unanswered.
     pub fn produce(&mut self, batch: RecordBatch, acks: Acks, reply: oneshot::Sender<ProduceResult>) {

@@ -1,0 +1,347 @@
+//! Retention and snapshots across three partition replicas, in process: each
+//! replica on its own `FaultyDisk`, raft messages routed by hand (in order,
+//! deterministic, no sleeps), time passed in.
+//!
+//! - retention deletes whole segments below the cut on every replica, moves
+//!   the log start offset, and fetching below it is OFFSET_OUT_OF_RANGE while
+//!   everything above reads back as produced;
+//! - a follower cut off while the others compacted past its log catches up
+//!   through a snapshot (even when the first snapshot message is lost) and
+//!   ends with the leader's entries, log start offset and high watermark;
+//! - a replica restarted (after a power loss) after compaction recovers the
+//!   same state from its snapshot and log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use log_core::batch::testing::{encode, BatchSpec};
+use log_core::batch::RecordBatch;
+use log_core::partition::RetentionPolicy;
+use log_core::ErrorCode;
+use raft::eraftpb::{Entry, MessageType};
+use raft_node::group_id::GroupId;
+use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine};
+use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv};
+use raft_node::storage::{FaultyDisk, LogConfig};
+use tokio::sync::oneshot;
+
+const GROUP: GroupId = GroupId::Partition { topic: [7; 16], partition: 0 };
+const IDS: [u64; 3] = [1, 2, 3];
+/// A few batches per segment.
+const SEGMENT_BYTES: u64 = 300;
+const PAYLOAD_BYTES: usize = 64;
+const KEEP_ALL: RetentionPolicy = RetentionPolicy { retention_ms: -1, retention_bytes: -1 };
+
+fn env(id: u64, disk: &Arc<FaultyDisk>) -> ReplicaEnv {
+    ReplicaEnv {
+        node_id: id,
+        disk: disk.clone(),
+        log_config: LogConfig { segment_bytes: SEGMENT_BYTES, ..LogConfig::default() },
+        settings: RaftSettings::default(),
+        logger: slog::Logger::root(slog::Discard, slog::o!()),
+    }
+}
+
+/// The payload of the batch holding offset `offset` (one record per batch).
+fn payload(offset: i64) -> Vec<u8> {
+    let mut p = format!("record-{offset}-").into_bytes();
+    p.resize(PAYLOAD_BYTES, b'.');
+    p
+}
+
+/// Three replicas of one partition and the network between them.
+struct Cluster {
+    disks: BTreeMap<u64, Arc<FaultyDisk>>,
+    replicas: BTreeMap<u64, Replica<PartitionMachine>>,
+    /// Replicas cut off from every other: their messages are dropped both ways.
+    isolated: BTreeSet<u64>,
+    /// How many more MsgSnapshot messages the network loses.
+    lose_snapshots: usize,
+    /// MsgSnapshot messages delivered, per receiver.
+    snapshots_delivered: BTreeMap<u64, usize>,
+    /// Batches produced, in offset order (one record each).
+    produced: i64,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let disks: BTreeMap<u64, Arc<FaultyDisk>> = IDS.iter().map(|&id| (id, Arc::new(FaultyDisk::new(id)))).collect();
+        let replicas = IDS.iter().map(|&id| (id, Self::open(id, &disks[&id]))).collect();
+        let mut cluster = Cluster {
+            disks,
+            replicas,
+            isolated: BTreeSet::new(),
+            lose_snapshots: 0,
+            snapshots_delivered: BTreeMap::new(),
+            produced: 0,
+        };
+        cluster.elect();
+        cluster
+    }
+
+    fn open(id: u64, disk: &Arc<FaultyDisk>) -> Replica<PartitionMachine> {
+        Replica::open(GROUP, &IDS, 100 + id, &env(id, disk)).expect("open replica")
+    }
+
+    fn replica(&self, id: u64) -> &Replica<PartitionMachine> {
+        &self.replicas[&id]
+    }
+
+    fn leader(&self) -> u64 {
+        let leaders: Vec<u64> = self.replicas.iter().filter(|(_, r)| r.is_leader()).map(|(&id, _)| id).collect();
+        assert_eq!(leaders.len(), 1, "exactly one leader");
+        leaders[0]
+    }
+
+    /// Handles every Ready and delivers every message until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut outbox = Outbox::default();
+            for replica in self.replicas.values_mut() {
+                replica.handle_ready(&mut outbox).expect("handle ready");
+            }
+            if outbox.messages.is_empty() && self.replicas.values().all(|r| !r.has_ready()) {
+                return;
+            }
+            for (_, message) in outbox.messages {
+                let (from, to) = (message.from, message.to);
+                if self.isolated.contains(&from) || self.isolated.contains(&to) {
+                    continue;
+                }
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    if self.lose_snapshots > 0 {
+                        self.lose_snapshots -= 1;
+                        continue;
+                    }
+                    *self.snapshots_delivered.entry(to).or_default() += 1;
+                }
+                self.replicas.get_mut(&to).expect("known replica").step(message);
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    fn tick(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            self.replicas.values_mut().for_each(|r| r.tick());
+            self.settle();
+        }
+    }
+
+    fn elect(&mut self) {
+        for _ in 0..500 {
+            self.tick(1);
+            if self.replicas.values().filter(|r| r.is_leader()).count() == 1
+                && self.replicas.values().all(|r| r.leader().is_some())
+            {
+                return;
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    /// Produces `count` one-record batches with acks=all; batch `i` (offset
+    /// `i`) has timestamp `i * 1000`.
+    fn produce(&mut self, count: i64) {
+        let leader = self.leader();
+        for _ in 0..count {
+            let offset = self.produced;
+            let spec = BatchSpec {
+                first_timestamp: offset * 1000,
+                max_timestamp: offset * 1000,
+                payload: payload(offset),
+                ..BatchSpec::default()
+            };
+            let batch = RecordBatch::read(encode(&spec)).expect("valid batch");
+            let (tx, mut rx) = oneshot::channel();
+            self.replicas.get_mut(&leader).expect("leader").produce(batch, Acks::All, tx);
+            self.settle();
+            assert_eq!(rx.try_recv(), Ok(Ok(offset)), "acks=all produce of offset {offset}");
+            self.produced += 1;
+        }
+    }
+
+    fn retain(&mut self, id: u64, now_ms: i64, policy: RetentionPolicy) -> Option<u64> {
+        let cut = self.replicas.get_mut(&id).expect("replica").enforce_retention(now_ms, policy).expect("retention");
+        self.settle();
+        cut
+    }
+
+    /// A power loss and restart of replica `id`.
+    fn restart(&mut self, id: u64) {
+        self.replicas.remove(&id);
+        self.disks[&id].crash();
+        let replica = Self::open(id, &self.disks[&id]);
+        self.replicas.insert(id, replica);
+    }
+}
+
+/// The committed entries a replica serves, as (index, term, data).
+fn committed_entries(replica: &Replica<PartitionMachine>) -> Vec<(u64, u64, Bytes)> {
+    let log = replica.log();
+    let commit = log.hard_state().commit;
+    let entries: Vec<Entry> = log.entries(log.first_index(), commit + 1, None).expect("entries");
+    assert_eq!(entries.len() as u64, commit + 1 - log.first_index(), "every committed entry is served");
+    entries.into_iter().map(|e| (e.index, e.term, e.data)).collect()
+}
+
+/// (log start offset, high watermark, next offset) of a replica's partition log.
+fn offsets(replica: &Replica<PartitionMachine>) -> (i64, i64, i64) {
+    let log = replica.machine.log();
+    (log.log_start_offset(), log.high_watermark(), log.next_offset())
+}
+
+/// Fetches everything from `from` on the leader and checks every batch is
+/// the one produced at its offset, contiguously up to the high watermark.
+fn assert_reads_back(replica: &Replica<PartitionMachine>, from: i64) {
+    let fetched = replica.fetch(from, u64::MAX).expect("fetch");
+    let mut records = fetched.records;
+    let mut offset = from;
+    while !records.is_empty() {
+        let len = 12 + i32::from_be_bytes(records[8..12].try_into().expect("4 bytes")) as usize;
+        let batch = RecordBatch::read(records.split_to(len)).expect("stored batch");
+        assert_eq!(batch.base_offset(), offset);
+        assert_eq!(batch.as_bytes()[batch.len() - PAYLOAD_BYTES..], payload(offset)[..], "payload at {offset}");
+        offset += 1;
+    }
+    assert_eq!(offset, fetched.high_watermark, "read up to the high watermark");
+}
+
+#[test]
+fn retention_by_size_and_time_trims_every_replica() {
+    let mut c = Cluster::new();
+    c.produce(40);
+    let leader = c.leader();
+    for &id in &IDS {
+        assert_eq!(c.retain(id, 1_000_000, KEEP_ALL), None, "unlimited retention keeps everything");
+        assert!(c.replica(id).log().segments().len() > 5, "small segments rolled");
+    }
+
+    // By time: batch i has timestamp i * 1000; at now = 31_500 with
+    // retention.ms = 10_000 exactly the segments whose batches are all below
+    // offset 22 (timestamp 21_500) go. The first entry is the leader's no-op,
+    // so offset = index - 2.
+    let by_time = RetentionPolicy { retention_ms: 10_000, retention_bytes: -1 };
+    for &id in &IDS {
+        let cut = c.retain(id, 31_500, by_time).expect("expired segments");
+        let first = c.replica(id).log().segments()[0].clone();
+        assert_eq!(first.first_index, cut + 1, "replica {id}: whole segments through the cut are gone");
+        assert!(cut as i64 - 2 <= 21, "replica {id}: an unexpired batch was deleted");
+        assert!(first.last_index as i64 - 2 >= 22, "replica {id}: an expired segment was kept");
+        assert_eq!(c.replica(id).log().first_index(), cut + 1);
+        assert_eq!(c.replica(id).machine.log().log_start_offset(), cut as i64 - 1, "offset after the cut");
+        assert_eq!(c.retain(id, 31_500, by_time), None, "nothing more to do");
+    }
+
+    // By size: keep at least 1000 bytes, and no segment more than needed.
+    let by_size = RetentionPolicy { retention_ms: -1, retention_bytes: 1000 };
+    for &id in &IDS {
+        let before = c.replica(id).log().segments();
+        let cut = c.retain(id, 0, by_size).expect("something to delete");
+        assert!(before.iter().any(|s| s.last_index == cut), "the cut is a segment boundary");
+        let after = c.replica(id).log().segments();
+        assert_eq!(after[0].first_index, cut + 1, "replica {id}: whole segments through the cut are gone");
+        let total: u64 = after.iter().map(|s| s.bytes).sum();
+        assert!(total >= 1000, "replica {id} keeps at least retention.bytes ({total})");
+        assert!(total - after[0].bytes < 1000, "replica {id} could have deleted another segment");
+        assert_eq!(c.replica(id).machine.log().log_start_offset(), cut as i64 - 1);
+    }
+    let (start, hw, _) = offsets(c.replica(leader));
+    assert_eq!(hw, 40);
+    assert!(start > 22);
+    assert_eq!(c.replica(leader).fetch(start - 1, 1 << 20), Err(ErrorCode::OffsetOutOfRange));
+    assert_eq!(c.replica(leader).fetch(0, 1 << 20), Err(ErrorCode::OffsetOutOfRange));
+    assert_eq!(c.replica(leader).list_offset(OffsetSpec::Earliest), Ok(start));
+    assert_reads_back(c.replica(leader), c.replica(leader).machine.log().log_start_offset());
+    c.produce(5);
+    assert_reads_back(c.replica(leader), c.replica(leader).machine.log().log_start_offset());
+}
+
+#[test]
+fn a_follower_behind_the_log_start_catches_up_by_snapshot() {
+    let mut c = Cluster::new();
+    c.produce(10);
+    let leader = c.leader();
+    let lagging = *IDS.iter().find(|&&id| id != leader).expect("a follower");
+    let lagging_last = c.replica(lagging).last_index();
+    c.isolated.insert(lagging);
+    c.produce(40);
+    // Past an election timeout the leader no longer counts the cut-off
+    // follower as active, so it does not hold retention back for it.
+    c.tick(40);
+    assert_eq!(c.leader(), leader);
+    let by_size = RetentionPolicy { retention_ms: -1, retention_bytes: 800 };
+    for id in IDS.into_iter().filter(|&id| id != lagging) {
+        let cut = c.retain(id, 0, by_size).expect("compacted");
+        assert!(cut > lagging_last, "replica {id} compacted past the lagging follower's log");
+    }
+    let snapshot_index = c.replica(leader).log().snapshot().get_metadata().index;
+    assert_eq!(c.replica(lagging).log().snapshot().get_metadata().index, 0);
+
+    // The first snapshot sent is lost: the leader must try again.
+    c.lose_snapshots = 1;
+    c.isolated.clear();
+    c.tick(30);
+    assert_eq!(c.lose_snapshots, 0, "a snapshot was sent");
+    assert!(c.snapshots_delivered.get(&lagging).is_some_and(|&n| n >= 1), "and sent again");
+    c.produce(3);
+    c.tick(5);
+
+    let installed = c.replica(lagging).log().snapshot().get_metadata().index;
+    assert!(installed >= snapshot_index, "installed the leader's snapshot");
+    assert_eq!(c.replica(lagging).log().hard_state().commit, c.replica(leader).log().hard_state().commit);
+    assert_eq!(offsets(c.replica(lagging)), offsets(c.replica(leader)));
+    let (start, hw, _) = offsets(c.replica(lagging));
+    assert_eq!(hw, 53);
+    assert!(start > 0);
+    assert_eq!(committed_entries(c.replica(lagging)), committed_entries(c.replica(leader)));
+    assert_eq!(c.replica(lagging).machine.log().first_index(), c.replica(lagging).log().first_index());
+}
+
+#[test]
+fn a_restart_after_compaction_recovers_the_same_state() {
+    let mut c = Cluster::new();
+    c.produce(30);
+    let by_size = RetentionPolicy { retention_ms: -1, retention_bytes: 900 };
+    for &id in &IDS {
+        c.retain(id, 0, by_size).expect("compacted");
+    }
+    c.produce(4);
+    for &id in &IDS {
+        let before = (offsets(c.replica(id)), committed_entries(c.replica(id)), c.replica(id).log().segments());
+        c.restart(id);
+        let after = (offsets(c.replica(id)), committed_entries(c.replica(id)), c.replica(id).log().segments());
+        assert_eq!(after, before, "replica {id} after restart");
+        assert_eq!(c.replica(id).machine.log().first_index(), c.replica(id).log().first_index());
+    }
+    c.elect();
+    c.produce(3);
+    let leader = c.leader();
+    assert_eq!(offsets(c.replica(leader)).1, 37);
+    assert_reads_back(c.replica(leader), offsets(c.replica(leader)).0);
+    for &id in &IDS {
+        assert_eq!(committed_entries(c.replica(id)).last(), committed_entries(c.replica(leader)).last());
+    }
+}
+
+#[test]
+fn a_leader_keeps_what_an_active_follower_still_needs() {
+    let mut c = Cluster::new();
+    c.produce(10);
+    let leader = c.leader();
+    let behind = *IDS.iter().find(|&&id| id != leader).expect("a follower");
+    let behind_last = c.replica(behind).last_index();
+    // Briefly cut off: no tick passes, so the leader still counts it active.
+    c.isolated.insert(behind);
+    c.produce(30);
+    let everything_but_the_active_segment = RetentionPolicy { retention_ms: -1, retention_bytes: 0 };
+    let cut = c.retain(leader, 0, everything_but_the_active_segment).expect("some segment below the follower");
+    assert!(cut <= behind_last, "the leader compacted through {cut}, past the follower's {behind_last}");
+    c.isolated.clear();
+    c.tick(10);
+    assert_eq!(c.snapshots_delivered.get(&behind), None, "caught up from the log, no snapshot");
+    assert_eq!(committed_entries(c.replica(behind)).last(), committed_entries(c.replica(leader)).last());
+    // Caught up, it no longer holds retention back.
+    assert!(c.retain(leader, 0, everything_but_the_active_segment).is_some_and(|later| later > behind_last));
+}
