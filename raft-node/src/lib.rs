@@ -4,6 +4,7 @@ pub mod api;
 pub mod broker;
 #[cfg(not(madsim))]
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod group_id;
 pub mod kafka;
