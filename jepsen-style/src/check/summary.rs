@@ -1,0 +1,53 @@
+//! Counts that say how much the history exercised.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::check::report::{Outcomes, PartitionSummary, Summary};
+use crate::event::{Op, TopicPartition};
+use crate::history::{Operation, Outcome};
+
+pub(crate) fn summarize(operations: &[Operation]) -> Summary {
+    let mut summary = Summary::default();
+    let mut values: BTreeSet<&str> = BTreeSet::new();
+    // Per partition: max acknowledged offset, max read offset.
+    let mut partitions: BTreeMap<&TopicPartition, (Option<i64>, Option<i64>)> = BTreeMap::new();
+    for op in operations {
+        match &op.op {
+            Op::Send(send) => {
+                count(&mut summary.sends, op.outcome);
+                if let Some(offset) = send.offset {
+                    let acked = &mut partitions.entry(&send.tp).or_default().0;
+                    *acked = (*acked).max(Some(offset));
+                }
+            }
+            Op::Poll(records) => {
+                count(&mut summary.polls, op.outcome);
+                summary.records_read += records.len();
+                for r in records {
+                    values.insert(&r.value);
+                    let read = &mut partitions.entry(&r.tp).or_default().1;
+                    *read = (*read).max(Some(r.offset));
+                }
+            }
+            Op::Assign(_) | Op::Seek(_) | Op::Crash => {}
+        }
+    }
+    summary.values_read = values.len();
+    summary.partitions = partitions
+        .into_iter()
+        .map(|(tp, (acked, read))| PartitionSummary {
+            partition: tp.clone(),
+            max_acked_offset: acked,
+            max_read_offset: read,
+        })
+        .collect();
+    summary
+}
+
+fn count(outcomes: &mut Outcomes, outcome: Outcome) {
+    match outcome {
+        Outcome::Ok => outcomes.ok += 1,
+        Outcome::Fail => outcomes.fail += 1,
+        Outcome::Info => outcomes.info += 1,
+    }
+}
