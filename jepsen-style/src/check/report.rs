@@ -65,8 +65,18 @@ pub struct Example {
 }
 
 impl Example {
+    /// Keeps each operation once (a poll may witness several records of one anomaly).
     pub(crate) fn new<'a>(detail: String, ops: impl IntoIterator<Item = &'a Operation>) -> Example {
-        Example { detail, ops: ops.into_iter().take(MAX_OPS).cloned().collect() }
+        let mut kept: Vec<Operation> = Vec::new();
+        for op in ops {
+            if kept.len() == MAX_OPS {
+                break;
+            }
+            if !kept.iter().any(|k| k.index == op.index) {
+                kept.push(op.clone());
+            }
+        }
+        Example { detail, ops: kept }
     }
 }
 
