@@ -37,6 +37,14 @@ fn the_documented_example_parses_checks_and_round_trips() {
 }
 
 #[test]
+fn the_readme_shows_the_same_example() {
+    let readme = include_str!("../README.md");
+    let example: String =
+        readme.lines().filter(|line| line.starts_with("{\"index\"")).flat_map(|line| [line, "\n"]).collect();
+    assert_eq!(example, documented_example());
+}
+
+#[test]
 fn a_line_that_is_not_an_event_names_its_line() {
     let text = documented_example();
     let mut lines: Vec<&str> = text.lines().collect();
