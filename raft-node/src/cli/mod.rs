@@ -1,14 +1,22 @@
 //! The `keel` command line: run a broker, or a whole development cluster on
-//! this machine. Real processes only: the simulator assembles brokers itself.
+//! this machine, and work with a running cluster (topics, produce, consume,
+//! status) through [`crate::client`]. Real processes only: the simulator
+//! assembles brokers itself.
+
+mod output;
+mod stream;
+mod topic;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::client::{Acks, Client, ClientConfig, Error};
 use crate::config::{
     BrokerConfig, ClusterMember, KafkaSection, LogFormat, LoggingSection, RaftSection, StorageSection,
 };
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use stream::{ConsumeArgs, ProduceArgs, Start};
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Keel: a Kafka-compatible event streaming broker on raft")]
@@ -38,6 +46,151 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Send stdin to a topic, one record per line.
+    ///
+    /// Each line is a value; with --key-separator, a line `key<SEP>value` also
+    /// carries a key. Records go to --partition, else by key hash (as Kafka's
+    /// default partitioner), else round-robin.
+    Produce {
+        /// The topic to append to.
+        topic: String,
+        /// The key of every record.
+        #[arg(long, conflicts_with = "key_separator")]
+        key: Option<String>,
+        /// Split each line into key and value at the first SEP (a tab if given without a value).
+        #[arg(long, value_name = "SEP", num_args = 0..=1, default_missing_value = "\t")]
+        key_separator: Option<String>,
+        /// Send every record to this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// all: wait for a majority of replicas; 1: the leader only; 0: no answer.
+        #[arg(long, value_enum, default_value = "all")]
+        acks: AcksArg,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a topic's records: `partition offset key value` per line (`-` for none).
+    ///
+    /// Without --follow, reads to the end each partition had at the start and
+    /// exits, starting from the beginning unless told otherwise; with --follow,
+    /// waits for new records, starting from the end unless told otherwise.
+    #[command(group(ArgGroup::new("start").args(["from_beginning", "offset", "timestamp"])))]
+    Consume {
+        /// The topic to read.
+        topic: String,
+        /// Read only this partition (default: all of them).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Start at each partition's earliest offset.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Start at this offset (in every partition read).
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Start at the first record at or after this time (ms since the epoch).
+        #[arg(long, value_name = "MS")]
+        timestamp: Option<i64>,
+        /// Keep waiting for new records.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after printing this many records.
+        #[arg(long, value_name = "N")]
+        max_messages: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The state of a running cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// The topic's name.
+        name: String,
+        /// Partitions (the broker's default: 1).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replicas per partition (the broker's default: 3, or fewer brokers).
+        #[arg(long)]
+        replication_factor: Option<i16>,
+        /// A topic config, e.g. retention.ms=3600000; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = output::parse_config)]
+        configs: Vec<(String, String)>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List the topics.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show a topic's partitions (leader, replicas, earliest and latest offsets) and configs.
+    Describe {
+        /// The topic's name.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// The topic's name.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Brokers and their addresses, the controller, each partition's leader and replicas.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// What every client command takes.
+#[derive(Args)]
+pub struct Common {
+    /// Brokers to start from, comma separated.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Print JSON for machines instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AcksArg {
+    All,
+    #[value(name = "1")]
+    Leader,
+    #[value(name = "0")]
+    None,
+}
+
+/// Connects to the cluster, or says why not and what to do.
+async fn connect(common: &Common) -> Result<Client, String> {
+    Client::connect(ClientConfig::new(common.bootstrap.clone())).await.map_err(|e| output::explain(&e, &[]))
+}
+
+/// Explains `error`, with the cluster's topics at hand to suggest a name.
+async fn fail(client: &mut Client, error: Error) -> String {
+    let topics = match (&error, client.metadata().await) {
+        (Error::UnknownTopic(_), Ok(cluster)) => cluster.topics.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    output::explain(&error, &topics)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -125,7 +278,40 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Err(failures.join("; "))
             }
         }
+        Commands::Topic { command } => match command {
+            TopicCommand::Create { name, partitions, replication_factor, configs, common } => {
+                topic::create(&common, &name, partitions, replication_factor, configs).await
+            }
+            TopicCommand::List { common } => topic::list(&common).await,
+            TopicCommand::Describe { name, common } => topic::describe(&common, &name).await,
+            TopicCommand::Delete { name, common } => topic::delete(&common, &name).await,
+        },
+        Commands::Cluster { command: ClusterCommand::Status { common } } => topic::cluster_status(&common).await,
+        Commands::Produce { topic, key, key_separator, partition, acks, common } => {
+            let acks = match acks {
+                AcksArg::All => Acks::All,
+                AcksArg::Leader => Acks::Leader,
+                AcksArg::None => Acks::None,
+            };
+            let key_separator = key_separator.map(|s| unescape(&s));
+            stream::produce(&common, ProduceArgs { topic, key, key_separator, partition, acks }).await
+        }
+        Commands::Consume { topic, partition, from_beginning, offset, timestamp, follow, max_messages, common } => {
+            let start = match (from_beginning, offset, timestamp) {
+                (true, _, _) => Start::Beginning,
+                (_, Some(offset), _) => Start::Offset(offset),
+                (_, _, Some(ms)) => Start::Timestamp(ms),
+                _ if follow => Start::End,
+                _ => Start::Beginning,
+            };
+            stream::consume(&common, ConsumeArgs { topic, partition, start, follow, max_messages }).await
+        }
     }
+}
+
+/// `\t` and `\n` as typed on a command line, for --key-separator.
+fn unescape(s: &str) -> String {
+    s.replace("\\t", "\t").replace("\\n", "\n")
 }
 
 fn outcome(ended: Result<Result<(), String>, tokio::task::JoinError>) -> Result<(), String> {

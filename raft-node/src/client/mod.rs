@@ -338,7 +338,11 @@ impl Client {
     pub async fn topic_configs(&mut self, name: &str) -> Result<Vec<ConfigEntry>, Error> {
         const TOPIC: i8 = 2;
         const DYNAMIC_TOPIC_CONFIG: i8 = 1;
-        let resource = DescribeConfigsResource::default().with_resource_type(TOPIC).with_resource_name(str_bytes(name));
+        // No key list means every key; an empty one would mean none.
+        let resource = DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(str_bytes(name))
+            .with_configuration_keys(None);
         let request = DescribeConfigsRequest::default().with_resources(vec![resource]);
         let response = self.any_broker(DESCRIBE_CONFIGS_VERSION, &request, true).await?;
         let result = response

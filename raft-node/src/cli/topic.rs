@@ -1,0 +1,213 @@
+//! `keel topic` and `keel cluster status`: the cluster's shape, read through
+//! Metadata, ListOffsets and DescribeConfigs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::output::{ids, table};
+use super::{connect, fail, Common};
+use crate::client::{OffsetSpec, TopicInfo};
+
+pub async fn create(
+    common: &Common,
+    name: &str,
+    partitions: Option<i32>,
+    replication_factor: Option<i16>,
+    configs: Vec<(String, String)>,
+) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    let mut unique = BTreeMap::new();
+    for (key, value) in configs {
+        if unique.insert(key.clone(), value).is_some() {
+            return Err(format!("--config {key} is given twice"));
+        }
+    }
+    if let Err(e) = client.create_topic(name, partitions, replication_factor, &unique).await {
+        return Err(fail(&mut client, e).await);
+    }
+    // Each partition elects its leader after the creation commits; wait for
+    // them, so that what follows (produce, describe) finds the topic usable.
+    let mut topic = client.topic(name).await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    while topic.partitions.iter().any(|p| p.leader.is_none()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(LEADER_POLL).await;
+        topic = client.topic(name).await.map_err(|e| e.to_string())?;
+    }
+    let leaderless = topic.partitions.iter().filter(|p| p.leader.is_none()).count();
+    if common.json {
+        println!(
+            "{}",
+            json!({"created": name, "partitions": topic.partitions.len(), "id": topic.id, "leaderless": leaderless})
+        );
+    } else {
+        println!("created topic {name} with {} partition(s)", topic.partitions.len());
+        if leaderless > 0 {
+            println!("{leaderless} partition(s) have no leader yet");
+        }
+    }
+    Ok(())
+}
+
+/// How long `topic create` waits for the new partitions' leaders, and how often it looks.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+const LEADER_POLL: Duration = Duration::from_millis(100);
+
+pub async fn list(common: &Common) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    let cluster = client.metadata().await.map_err(|e| e.to_string())?;
+    let topics: Vec<&TopicInfo> = cluster.topics.values().collect();
+    if common.json {
+        let list: Vec<_> = topics
+            .iter()
+            .map(|t| json!({"name": t.name, "partitions": t.partitions.len(), "replication_factor": replication(t)}))
+            .collect();
+        println!("{}", json!(list));
+    } else if topics.is_empty() {
+        println!("no topics (create one with `keel topic create NAME`)");
+    } else {
+        let rows: Vec<Vec<String>> = topics
+            .iter()
+            .map(|t| vec![t.name.clone(), t.partitions.len().to_string(), replication(t).to_string()])
+            .collect();
+        print!("{}", table(&["TOPIC", "PARTITIONS", "REPLICATION"], &rows));
+    }
+    Ok(())
+}
+
+fn replication(topic: &TopicInfo) -> usize {
+    topic.partitions.iter().map(|p| p.replicas.len()).max().unwrap_or(0)
+}
+
+pub async fn describe(common: &Common, name: &str) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    let topic = match client.topic(name).await {
+        Ok(topic) => topic,
+        Err(e) => return Err(fail(&mut client, e).await),
+    };
+    let configs = client.topic_configs(name).await.map_err(|e| e.to_string())?;
+    let mut partitions = Vec::new();
+    for p in &topic.partitions {
+        // A partition without a leader has no offsets to report; say so
+        // rather than fail the whole description.
+        let earliest = client.list_offset(name, p.partition, OffsetSpec::Earliest).await.ok().flatten();
+        let latest = client.list_offset(name, p.partition, OffsetSpec::Latest).await.ok().flatten();
+        partitions.push((p, earliest, latest));
+    }
+    if common.json {
+        let partitions: Vec<_> = partitions
+            .iter()
+            .map(|(p, earliest, latest)| {
+                json!({"partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+                       "replicas": p.replicas, "isr": p.isr, "earliest_offset": earliest, "latest_offset": latest})
+            })
+            .collect();
+        let configs: serde_json::Map<String, serde_json::Value> = configs
+            .iter()
+            .map(|c| {
+                (c.name.clone(), json!({"value": c.value, "source": if c.explicit { "topic" } else { "default" }}))
+            })
+            .collect();
+        println!("{}", json!({"name": topic.name, "id": topic.id, "partitions": partitions, "configs": configs}));
+        return Ok(());
+    }
+    let known = |o: &Option<i64>| o.map_or("?".to_string(), |o| o.to_string());
+    println!("topic {} (id {}), {} partition(s)", topic.name, topic.id, topic.partitions.len());
+    let rows: Vec<Vec<String>> = partitions
+        .iter()
+        .map(|(p, earliest, latest)| {
+            vec![
+                p.partition.to_string(),
+                p.leader.map_or("none".into(), |l| l.to_string()),
+                ids(&p.replicas),
+                known(earliest),
+                known(latest),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["PARTITION", "LEADER", "REPLICAS", "EARLIEST", "LATEST"], &rows));
+    println!("configs:");
+    for c in &configs {
+        let source = if c.explicit { "set on the topic" } else { "default" };
+        println!("  {} = {} ({source})", c.name, c.value.as_deref().unwrap_or("null"));
+    }
+    Ok(())
+}
+
+pub async fn delete(common: &Common, name: &str) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    if let Err(e) = client.delete_topic(name).await {
+        return Err(fail(&mut client, e).await);
+    }
+    if common.json {
+        println!("{}", json!({"deleted": name}));
+    } else {
+        println!("deleted topic {name}");
+    }
+    Ok(())
+}
+
+/// Replica lag is not in any Kafka API Keel serves yet.
+const NO_LAG: &str = "replica lag is not available: the Kafka API does not expose it yet";
+
+pub async fn cluster_status(common: &Common) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    let cluster = client.metadata().await.map_err(|e| e.to_string())?.clone();
+    if common.json {
+        let brokers: Vec<_> = cluster
+            .brokers
+            .values()
+            .map(|b| json!({"id": b.id, "address": b.addr(), "rack": b.rack, "controller": cluster.controller == Some(b.id)}))
+            .collect();
+        let topics: Vec<_> = cluster
+            .topics
+            .values()
+            .map(|t| {
+                json!({"name": t.name, "partitions": t.partitions.iter().map(|p| json!({
+                "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+                "replicas": p.replicas, "isr": p.isr, "replica_lag": null})).collect::<Vec<_>>()})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"cluster_id": cluster.cluster_id, "controller": cluster.controller, "brokers": brokers,
+                   "topics": topics, "notes": [NO_LAG]})
+        );
+        return Ok(());
+    }
+    println!("cluster {}", cluster.cluster_id.as_deref().unwrap_or("(no id)"));
+    let rows: Vec<Vec<String>> = cluster
+        .brokers
+        .values()
+        .map(|b| {
+            let role = if cluster.controller == Some(b.id) { "controller" } else { "" };
+            vec![b.id.to_string(), b.addr(), role.to_string()]
+        })
+        .collect();
+    print!("{}", table(&["BROKER", "ADDRESS", "ROLE"], &rows));
+    if cluster.controller.is_none() {
+        println!("no controller elected");
+    }
+    if !cluster.topics.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = cluster
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    vec![
+                        t.name.clone(),
+                        p.partition.to_string(),
+                        p.leader.map_or("none".into(), |l| l.to_string()),
+                        p.leader_epoch.to_string(),
+                        ids(&p.replicas),
+                    ]
+                })
+            })
+            .collect();
+        print!("{}", table(&["TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS"], &rows));
+    }
+    println!("{NO_LAG}");
+    Ok(())
+}

@@ -1,0 +1,143 @@
+"""The `keel` client commands against a three-broker cluster: topic admin,
+produce and consume round trips, JSON output, and helpful errors."""
+
+import json
+import subprocess
+
+import pytest
+
+from cluster import KEEL
+
+
+def keel(cluster, *args, stdin=None, check=True, timeout=60):
+    result = subprocess.run(
+        [KEEL, *args, "--bootstrap", cluster.bootstrap],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, f"keel {' '.join(args)}: {result.stderr}"
+    return result
+
+
+def keel_json(cluster, *args, **kwargs):
+    return json.loads(keel(cluster, *args, "--json", **kwargs).stdout)
+
+
+def test_topic_create_list_describe_delete(cluster):
+    keel(cluster, "topic", "create", "events", "--partitions", "3", "--replication-factor", "3",
+         "--config", "retention.ms=3600000")
+    listed = keel_json(cluster, "topic", "list")
+    assert {"name": "events", "partitions": 3, "replication_factor": 3} in listed
+    assert "events" in keel(cluster, "topic", "list").stdout
+
+    described = keel_json(cluster, "topic", "describe", "events")
+    assert [p["partition"] for p in described["partitions"]] == [0, 1, 2]
+    for p in described["partitions"]:
+        assert sorted(p["replicas"]) == [1, 2, 3] and p["leader"] in p["replicas"]
+        assert (p["earliest_offset"], p["latest_offset"]) == (0, 0)
+    assert described["configs"]["retention.ms"] == {"value": "3600000", "source": "topic"}
+    assert described["configs"]["cleanup.policy"] == {"value": "delete", "source": "default"}
+    human = keel(cluster, "topic", "describe", "events").stdout
+    assert "retention.ms = 3600000 (set on the topic)" in human
+
+    keel(cluster, "topic", "delete", "events")
+    assert all(t["name"] != "events" for t in keel_json(cluster, "topic", "list"))
+
+
+def test_produce_and_consume_keys_and_values_in_partition_order(cluster):
+    keel(cluster, "topic", "create", "lines", "--partitions", "3")
+    lines = [f"key-{i % 5}\tvalue-{i}" for i in range(200)]
+    produced = keel_json(cluster, "produce", "lines", "--key-separator", stdin="\n".join(lines) + "\n")
+    assert produced["records"] == 200
+
+    records = [json.loads(l) for l in keel(cluster, "consume", "lines", "--json").stdout.splitlines()]
+    assert len(records) == 200
+    # Every key lands on one partition, and each partition reads back in the order sent.
+    by_partition = {}
+    for r in records:
+        by_partition.setdefault(r["partition"], []).append(r)
+    for partition, rs in by_partition.items():
+        assert [r["offset"] for r in rs] == list(range(len(rs)))
+    partition_of_key = {}
+    for r in records:
+        assert partition_of_key.setdefault(r["key"], r["partition"]) == r["partition"]
+    for key in partition_of_key:
+        sent = [l.split("\t")[1] for l in lines if l.split("\t")[0] == key]
+        assert [r["value"] for r in records if r["key"] == key] == sent
+
+    # Human output: `partition offset key value`.
+    first = keel(cluster, "consume", "lines", "--partition", str(records[0]["partition"]), "--max-messages", "1")
+    r = records[0]
+    assert first.stdout == f"{r['partition']} {r['offset']} {r['key']} {r['value']}\n"
+
+
+def test_values_without_keys_and_offsets(cluster):
+    keel(cluster, "topic", "create", "plain", "--partitions", "1")
+    keel(cluster, "produce", "plain", "--acks", "1", stdin="a\nb c\nd\n")
+    out = keel(cluster, "consume", "plain", "--offset", "1").stdout
+    assert out == "0 1 - b c\n0 2 - d\n"
+    described = keel_json(cluster, "topic", "describe", "plain")
+    assert described["partitions"][0]["latest_offset"] == 3
+
+
+def test_follow_stops_at_max_messages(cluster):
+    keel(cluster, "topic", "create", "tail", "--partitions", "2")
+    follower = subprocess.Popen(
+        [KEEL, "consume", "tail", "--follow", "--max-messages", "4", "--json", "--bootstrap", cluster.bootstrap],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # The follower starts at the end, so produce until it has seen four
+    # records: it may have joined after some of the first ones.
+    seen = None
+    try:
+        for i in range(20):
+            keel(cluster, "produce", "tail", "--key", f"k{i}", stdin=f"v{i}\n")
+            if follower.poll() is not None:
+                break
+            try:
+                follower.wait(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = follower.communicate(timeout=30)
+        assert follower.returncode == 0, err
+        seen = [json.loads(l) for l in out.splitlines()]
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert len(seen) == 4
+    assert all(r["value"] == f"v{r['key'][1:]}" for r in seen)
+
+
+def test_unknown_topic_suggests_a_similar_name(cluster):
+    keel(cluster, "topic", "create", "orders", "--partitions", "1")
+    for args in (["consume", "ordrs"], ["topic", "describe", "ordrs"], ["produce", "ordrs"]):
+        result = keel(cluster, *args, stdin="x\n", check=False)
+        assert result.returncode != 0
+        assert 'unknown topic "ordrs"; did you mean "orders"?' in result.stderr, result.stderr
+    unrelated = keel(cluster, "topic", "delete", "inventory", check=False)
+    assert unrelated.returncode != 0 and 'unknown topic "inventory"' in unrelated.stderr
+
+
+def test_cluster_status(cluster):
+    keel(cluster, "topic", "create", "status", "--partitions", "2")
+    status = keel_json(cluster, "cluster", "status")
+    assert sorted(b["id"] for b in status["brokers"]) == [1, 2, 3]
+    assert status["controller"] in (1, 2, 3)
+    assert [b["address"] for b in status["brokers"] if b["id"] == 1] == [f"127.0.0.1:{cluster.kafka[1]}"]
+    topic = next(t for t in status["topics"] if t["name"] == "status")
+    assert [p["partition"] for p in topic["partitions"]] == [0, 1]
+    assert "replica lag is not available" in keel(cluster, "cluster", "status").stdout
+
+
+def test_refused_connection_names_the_address_and_keel_dev(tmp_path):
+    from cluster import free_ports
+
+    (port,) = free_ports(1)
+    result = subprocess.run([KEEL, "topic", "list", "--bootstrap", f"127.0.0.1:{port}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}" in result.stderr and "keel dev" in result.stderr, result.stderr
