@@ -16,6 +16,10 @@ step "unit, model-based and crash-recovery tests"
 # BOLERO_RANDOM_SEED that replays it.
 cargo test --workspace --locked
 
+step "simulation: the real broker code inside madsim (same seed, same trace)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test --locked -p sim
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test --locked -p raft-node --test transport_sim
+
 step "end-to-end: unmodified Kafka clients against keel broker processes"
 if ! command -v kcat >/dev/null; then
   if [ "$(id -u)" = 0 ]; then

@@ -30,18 +30,27 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
     move |source| BrokerError::Io { what, source }
 }
 
-/// Runs a broker until `shutdown` resolves: then it stops accepting
-/// connections, lets requests in flight finish, and stops its groups (every
-/// entry a client was told about is already synced).
+/// Runs a broker on files in its data directory until `shutdown` resolves:
+/// then it stops accepting connections, lets requests in flight finish, and
+/// stops its groups (every entry a client was told about is already synced).
 pub async fn run(
     config: BrokerConfig,
     logger: Logger,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
+    let disk = FileDisk::new(&config.data_dir).map_err(io(format!("data directory {}", config.data_dir.display())))?;
+    run_on(config, Arc::new(disk), logger, shutdown).await
+}
+
+/// Runs a broker on `disk` (the simulator passes its faulty disk).
+pub async fn run_on(
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    logger: Logger,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BrokerError> {
     let node_id = config.node_id;
     let logger = logger.new(slog::o!("broker" => node_id));
-    let disk: Arc<dyn Disk> =
-        Arc::new(FileDisk::new(&config.data_dir).map_err(io(format!("data directory {}", config.data_dir.display())))?);
     let raft_listener =
         TcpListener::bind(config.raft.listen).await.map_err(io(format!("raft listener {}", config.raft.listen)))?;
     let kafka_listener =

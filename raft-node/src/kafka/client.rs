@@ -71,6 +71,8 @@ impl Connection {
         header.encode(&mut buf, R::header_version(version)).map_err(|e| failed(&e))?;
         request.encode(&mut buf, version).map_err(|e| failed(&e))?;
         self.stream.write_all(&frame::finish(buf)?).await?;
+        // A no-op on a real socket; madsim's simulated TCP sends on flush.
+        self.stream.flush().await?;
         Ok(correlation_id)
     }
 

@@ -159,6 +159,8 @@ async fn write_answer<W: AsyncWrite + Unpin>(
 ) -> Result<(), CloseReason> {
     if let Some(frame) = answer?? {
         writer.write_all(&frame).await?;
+        // A no-op on a real socket; madsim's simulated TCP sends on flush.
+        writer.flush().await?;
     }
     Ok(())
 }
