@@ -202,6 +202,13 @@ impl PartitionLog {
         }
     }
 
+    /// The Kafka offset after entry `index`: the log end offset of a replica
+    /// whose log ends there. `None` outside `first_index - 1 ..= last_index()`
+    /// (compacted away, or not in this log).
+    pub fn end_offset_at(&self, index: u64) -> Option<i64> {
+        (index >= self.first_index - 1 && index <= self.last_index()).then(|| self.end_at(index))
+    }
+
     /// Base offset of entry `index` (for a data entry, its first record's offset).
     pub fn base_offset_of(&self, index: u64) -> Option<i64> {
         (index >= self.first_index && index <= self.last_index()).then(|| self.end_at(index - 1))
@@ -393,6 +400,22 @@ mod tests {
         assert_eq!((log.last_index(), log.next_offset()), (2, 4));
         assert_eq!(log.append(1, &EntryKind::Empty), Err(LogError::OverwriteCommitted { index: 1, committed: 1 }));
         assert_eq!(log.append(9, &EntryKind::Empty), Err(LogError::Gap { index: 9, last: 2 }));
+    }
+
+    #[test]
+    fn end_offsets_cover_the_log_and_the_entry_before_it() {
+        let mut log = PartitionLog::default();
+        assert_eq!(log.end_offset_at(0), Some(0));
+        append(&mut log, 3, 0);
+        log.append(2, &EntryKind::Empty).expect("noop");
+        append(&mut log, 2, 0);
+        let ends: Vec<Option<i64>> = (0..=4).map(|i| log.end_offset_at(i)).collect();
+        assert_eq!(ends, [Some(0), Some(3), Some(3), Some(5), None]);
+        assert_eq!(log.end_offset_at(3), Some(log.next_offset()));
+        log.commit(2).expect("commit");
+        log.compact(1).expect("compact");
+        // Index 1 is gone but where it ended is the log start offset.
+        assert_eq!((log.end_offset_at(0), log.end_offset_at(1), log.end_offset_at(2)), (None, Some(3), Some(3)));
     }
 
     #[test]
