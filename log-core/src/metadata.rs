@@ -21,7 +21,9 @@ pub use config::{
     DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES,
 };
 pub use error::MetadataError;
-pub use topic::{validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN};
+pub use topic::{
+    validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
+};
 
 /// The most partitions one topic may have: each is a raft group, and one
 /// committed command must not be able to exhaust every broker's memory.

@@ -75,6 +75,9 @@ impl Topic {
 }
 
 /// Kafka's `Topic.validate`: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// The name under which Kafka clients see the metadata log (KRaft's).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
 pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("the name is empty");
@@ -87,6 +90,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     }
     if name.len() > MAX_TOPIC_NAME_LEN {
         return Err("the name is longer than 249 characters");
+    }
+    if collides(name, METADATA_TOPIC) {
+        return Err("the name is reserved for the metadata log");
     }
     Ok(())
 }
@@ -138,7 +144,7 @@ mod tests {
         for ok in ["a", "A-b_c.9", "..a", &"x".repeat(249)] {
             assert_eq!(validate_topic_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(250)] {
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(250), "__cluster_metadata", "__cluster.metadata"] {
             assert!(validate_topic_name(bad).is_err(), "{bad}");
         }
     }
