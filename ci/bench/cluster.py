@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Helpers for ci/bench-produce.sh (not a test).
+
+  cluster.py ports N                       print N free TCP ports on 127.0.0.1
+  cluster.py wait-brokers BOOTSTRAP N      wait until metadata lists N brokers
+  cluster.py create-topic BOOTSTRAP TOPIC PARTITIONS RF
+                                           create the topic, wait for a leader per partition
+  cluster.py leaders BOOTSTRAP TOPIC       print partition -> leader
+  cluster.py percentiles FILE              p50/p99/p999/max of a file of latencies in µs
+"""
+
+import socket
+import sys
+import time
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def admin(bootstrap):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def wait_until(what, predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # the cluster may still be forming
+            last = e
+        time.sleep(0.25)
+    sys.exit(f"{what} not reached in {timeout:.0f}s (last: {last!r})")
+
+
+def wait_brokers(bootstrap, n):
+    a = admin(bootstrap)
+    wait_until(f"{n} brokers in metadata", lambda: len(a.list_topics(timeout=5).brokers) >= n)
+
+
+def topic_leaders(a, topic):
+    md = a.list_topics(topic=topic, timeout=5).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        return None
+    return {p: pm.leader for p, pm in sorted(md.partitions.items())}
+
+
+def create_topic(bootstrap, topic, partitions, rf):
+    from confluent_kafka.admin import NewTopic
+
+    a = admin(bootstrap)
+    futures = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=rf)], request_timeout=60)
+    futures[topic].result(timeout=90)
+
+    def ready():
+        leaders = topic_leaders(a, topic)
+        return leaders if leaders and len(leaders) == partitions and all(l >= 0 for l in leaders.values()) else None
+
+    leaders = wait_until(f"a leader for each partition of {topic}", ready)
+    print(" ".join(f"p{p}->broker{l}" for p, l in leaders.items()))
+
+
+def percentiles(path):
+    with open(path) as f:
+        xs = sorted(int(line) for line in f if line.strip())
+    if not xs:
+        sys.exit(f"no latency samples in {path}")
+
+    def pct(q):
+        return xs[min(len(xs) - 1, int(q * len(xs)))] / 1000.0
+
+    print(f"n={len(xs)} p50_ms={pct(0.50):.1f} p99_ms={pct(0.99):.1f} p999_ms={pct(0.999):.1f} max_ms={xs[-1] / 1000.0:.1f}")
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "ports":
+        print(" ".join(map(str, free_ports(int(argv[2])))))
+    elif cmd == "wait-brokers":
+        wait_brokers(argv[2], int(argv[3]))
+    elif cmd == "create-topic":
+        create_topic(argv[2], argv[3], int(argv[4]), int(argv[5]))
+    elif cmd == "leaders":
+        print(topic_leaders(admin(argv[2]), argv[3]))
+    elif cmd == "percentiles":
+        percentiles(argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
