@@ -7,5 +7,7 @@ pub mod error_code;
 pub mod metadata;
 pub mod partition;
 pub mod producer;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error_code::ErrorCode;

@@ -1,0 +1,390 @@
+//! The reference model of the cluster metadata machine and its driver: command
+//! sequences (valid and invalid) run against `ClusterMetadata` and against a
+//! model of plain vectors and brute-force checks; after every step the two must
+//! agree on the verdict (error code) and on everything observable, the new
+//! topic's assignment must be balanced, and the state and the command must
+//! survive encode/decode. A second replica applies the decoded commands,
+//! restores from a snapshot midway, and must end byte-identical. Driven by
+//! `log-core/tests/metadata_model.rs` and by the fuzz target in `fuzz/`.
+
+use std::collections::BTreeMap;
+
+use crate::metadata::{BrokerId, ClusterMetadata, Command, Outcome, TopicId};
+use crate::ErrorCode;
+use bolero::TypeGenerator;
+
+/// Thousands of sequences of up to 64 commands; `BOLERO_RANDOM_ITERATIONS` overrides.
+pub const CASES: usize = 10_000;
+
+/// Eight valid names (two of them collide), then five invalid ones.
+pub const NAMES: [&str; 13] = ["a", "b", "c", "a.b", "a_b", "x-1", "Z9", "_", ".", "..", "", "a b", "é"];
+pub const KEYS: [&str; 7] = [
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "max.message.bytes",
+    "cleanup.policy",
+    "min.insync.replicas",
+    "Retention.ms",
+];
+pub const VALUES: [&str; 15] = [
+    "-2",
+    "-1",
+    "0",
+    "13",
+    "14",
+    "1000",
+    " 77 ",
+    "+5",
+    "604800000",
+    "2147483647",
+    "2147483648",
+    "9223372036854775808",
+    "x",
+    "delete",
+    "delete,compact",
+];
+
+/// A topic name, `pick` weighting the kinds: mostly a few valid names (so
+/// creates collide and deletes find their topic), then Kafka's edge cases,
+/// lengths around the 249 limit, and any string at all.
+#[derive(Clone, Debug, TypeGenerator)]
+pub struct Name {
+    #[generator(0..32usize)]
+    pick: usize,
+    #[generator(248..252usize)]
+    long: usize,
+    any: String,
+}
+
+/// Mostly small counts around the lower bound; sometimes any `i32` (the
+/// upper bound, `MAX_PARTITIONS`, has its own test).
+#[derive(Clone, Debug, TypeGenerator)]
+pub struct Partitions {
+    #[generator(0..8u8)]
+    pick: u8,
+    #[generator(-1..12)]
+    few: i32,
+    any: i32,
+}
+
+#[derive(Clone, Debug, TypeGenerator)]
+pub enum Op {
+    Register {
+        #[generator(-1..8)]
+        id: BrokerId,
+        /// 0 means an empty host.
+        #[generator(0..8u8)]
+        host: u8,
+        /// 0 is refused.
+        #[generator(0..16u16)]
+        port: u16,
+        rack: Option<bool>,
+    },
+    Create {
+        name: Name,
+        /// The uuid's last byte; 0 and 1 are Kafka's reserved uuids.
+        #[generator(0..40u8)]
+        id: u8,
+        partitions: Partitions,
+        #[generator(-1..6)]
+        replication_factor: i16,
+        /// Mostly none: most picks are invalid.
+        configs: Option<[Option<ConfigPick>; 2]>,
+    },
+    Delete(Name),
+}
+
+#[derive(Clone, Copy, Debug, TypeGenerator)]
+pub struct ConfigPick {
+    #[generator(0..KEYS.len())]
+    key: usize,
+    #[generator(0..VALUES.len())]
+    value: usize,
+}
+
+fn name(n: &Name) -> String {
+    match n.pick {
+        0..=19 => NAMES[n.pick % 8].to_owned(),
+        20..=29 => NAMES[8 + n.pick % 5].to_owned(),
+        30 => "y".repeat(n.long),
+        _ => n.any.clone(),
+    }
+}
+
+pub fn command(op: &Op) -> Command {
+    match op {
+        Op::Register { id, host, port, rack } => Command::RegisterBroker {
+            id: *id,
+            host: if *host == 0 { String::new() } else { format!("host{host}") },
+            port: *port,
+            rack: rack.map(|r| format!("rack{}", r as u8)),
+        },
+        Op::Create { name: n, id, partitions, replication_factor, configs } => {
+            let mut uuid = [0u8; 16];
+            uuid[15] = *id;
+            Command::CreateTopic {
+                name: name(n),
+                id: uuid,
+                partitions: if partitions.pick == 0 { partitions.any } else { partitions.few },
+                replication_factor: *replication_factor,
+                configs: configs
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|c| (KEYS[c.key].to_owned(), VALUES[c.value].to_owned()))
+                    .collect(),
+            }
+        }
+        Op::Delete(n) => Command::DeleteTopic { name: name(n) },
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct ModelBroker {
+    id: BrokerId,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct ModelTopic {
+    name: String,
+    id: TopicId,
+    partitions: usize,
+    replication_factor: usize,
+    configs: BTreeMap<String, String>,
+    /// The machine's assignment when the topic was created; it must never change.
+    assignment: Vec<Vec<BrokerId>>,
+}
+
+/// The reference: unsorted vectors, every rule spelled out directly.
+#[derive(Default)]
+struct Model {
+    epoch: u64,
+    brokers: Vec<ModelBroker>,
+    topics: Vec<ModelTopic>,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars().count() <= 249
+        && n != "."
+        && n != ".."
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+}
+
+/// Kafka's bounds on each known key; numbers compared as i128 so that
+/// out-of-type values fail on range, not on parsing.
+fn valid_config(key: &str, value: &str) -> bool {
+    let number = value.trim().parse::<i128>().ok();
+    let within = |min: i128, max: i128| number.is_some_and(|n| min <= n && n <= max);
+    match key {
+        "retention.ms" | "retention.bytes" => within(-1, i64::MAX as i128),
+        "segment.bytes" => within(14, i32::MAX as i128),
+        "max.message.bytes" => within(0, i32::MAX as i128),
+        "cleanup.policy" => value.split(',').all(|p| p.trim() == "delete"),
+        _ => false,
+    }
+}
+
+impl Model {
+    /// The verdict on `command`, applying it if accepted (assignment excepted:
+    /// the caller records the machine's once it has checked it).
+    fn apply(&mut self, command: &Command) -> Result<(), ErrorCode> {
+        match command {
+            Command::RegisterBroker { id, host, port, rack } => {
+                if *id < 0 || host.is_empty() || *port == 0 {
+                    return Err(ErrorCode::InvalidRequest);
+                }
+                self.brokers.retain(|b| b.id != *id);
+                self.brokers.push(ModelBroker { id: *id, host: host.clone(), port: *port, rack: rack.clone() });
+            }
+            Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
+                if !valid_name(name) {
+                    return Err(ErrorCode::InvalidTopicException);
+                }
+                if self.topics.iter().any(|t| t.name == *name) {
+                    return Err(ErrorCode::TopicAlreadyExists);
+                }
+                if self.topics.iter().any(|t| t.name.replace('.', "_") == name.replace('.', "_")) {
+                    return Err(ErrorCode::InvalidTopicException);
+                }
+                let metadata_topic_id = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+                if *id == [0; 16] || *id == metadata_topic_id {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                if self.topics.iter().any(|t| t.id == *id) {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                if *partitions < 1 || *partitions > 10_000 {
+                    return Err(ErrorCode::InvalidPartitions);
+                }
+                if *replication_factor < 1 || *replication_factor as usize > self.brokers.len() {
+                    return Err(ErrorCode::InvalidReplicationFactor);
+                }
+                if !configs.iter().all(|(k, v)| valid_config(k, v)) {
+                    return Err(ErrorCode::InvalidConfig);
+                }
+                self.topics.push(ModelTopic {
+                    name: name.clone(),
+                    id: *id,
+                    partitions: *partitions as usize,
+                    replication_factor: *replication_factor as usize,
+                    configs: configs.clone(),
+                    assignment: Vec::new(),
+                });
+            }
+            Command::DeleteTopic { name } => {
+                let before = self.topics.len();
+                self.topics.retain(|t| t.name != *name);
+                if self.topics.len() == before {
+                    return Err(ErrorCode::UnknownTopicOrPartition);
+                }
+            }
+        }
+        self.epoch += 1;
+        Ok(())
+    }
+
+    fn sorted_broker_ids(&self) -> Vec<BrokerId> {
+        let mut ids: Vec<BrokerId> = self.brokers.iter().map(|b| b.id).collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// The new topic's assignment, brute force: sizes, distinct registered
+/// replicas, leaders and replicas balanced, and the leader rotation continuing
+/// from the partitions assigned before (`assigned_before`).
+fn check_assignment(brokers: &[BrokerId], assignment: &[Vec<BrokerId>], rf: usize, assigned_before: usize) {
+    let (p, b) = (assignment.len(), brokers.len());
+    for replicas in assignment {
+        assert_eq!(replicas.len(), rf);
+        for (i, r) in replicas.iter().enumerate() {
+            assert!(brokers.contains(r), "replica on unregistered broker {r}");
+            assert!(!replicas[..i].contains(r), "broker {r} twice in {replicas:?}");
+        }
+    }
+    for broker in brokers {
+        let leads = assignment.iter().filter(|r| r[0] == *broker).count();
+        let holds = assignment.iter().filter(|r| r.contains(broker)).count();
+        assert!(leads == p / b || leads == p.div_ceil(b), "broker {broker} leads {leads} of {p} over {b}");
+        assert!(
+            holds == p * rf / b || holds == (p * rf).div_ceil(b),
+            "broker {broker} holds {holds} of {p}x{rf} over {b}"
+        );
+    }
+    assert_eq!(assignment[0][0], brokers[assigned_before % b]);
+}
+
+fn assignment(machine: &ClusterMetadata, topic: &str) -> Vec<Vec<BrokerId>> {
+    machine.partitions(topic).expect("existing topic").iter().map(|p| p.replicas().to_vec()).collect()
+}
+
+fn compare(machine: &ClusterMetadata, model: &Model) {
+    assert_eq!(machine.epoch(), model.epoch);
+
+    let mut brokers = model.brokers.clone();
+    brokers.sort_by_key(|b| b.id);
+    let observed: Vec<ModelBroker> = machine
+        .brokers()
+        .map(|(id, b)| ModelBroker { id, host: b.host.clone(), port: b.port, rack: b.rack.clone() })
+        .collect();
+    assert_eq!(observed, brokers);
+
+    let mut topics = model.topics.clone();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = machine.topics().map(|(name, _)| name).collect();
+    assert_eq!(names, topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>());
+    for t in &topics {
+        let topic = machine.topic(&t.name).expect("listed topic");
+        assert_eq!(topic.id(), t.id);
+        assert_eq!(machine.topic_by_id(&t.id).map(|(name, _)| name), Some(t.name.as_str()));
+        assert_eq!(topic.replication_factor(), t.replication_factor);
+        assert_eq!(assignment(machine, &t.name), t.assignment);
+        for p in [-1, 0, t.partitions as i32 - 1, t.partitions as i32] {
+            let expected = usize::try_from(p).ok().and_then(|p| t.assignment.get(p)).map(Vec::as_slice);
+            assert_eq!(machine.replicas(&t.name, p), expected);
+        }
+
+        let config = topic.config();
+        assert_eq!(config.entries(), &t.configs);
+        let number =
+            |key: &str, default: i64| t.configs.get(key).map_or(default, |v| v.trim().parse().expect("validated"));
+        assert_eq!(config.retention_ms(), number("retention.ms", 604_800_000));
+        assert_eq!(config.retention_bytes(), number("retention.bytes", -1));
+        assert_eq!(i64::from(config.segment_bytes()), number("segment.bytes", 1 << 30));
+        assert_eq!(i64::from(config.max_message_bytes()), number("max.message.bytes", 1_048_588));
+    }
+}
+
+pub fn run(ops: &[Op], restore_at: usize) {
+    let mut machine = ClusterMetadata::default();
+    let mut model = Model::default();
+    let mut replica = ClusterMetadata::default();
+    for (step, op) in ops.iter().enumerate() {
+        let command = command(op);
+        let bytes = command.encode();
+        let decoded = Command::decode(&bytes).expect("an encoded command decodes");
+        assert_eq!(decoded, command);
+
+        let brokers_before = model.sorted_broker_ids();
+        let assigned_before: usize = model.topics.iter().map(|t| t.partitions).sum();
+        let deleted = match &command {
+            Command::DeleteTopic { name } => machine.topic(name).cloned(),
+            _ => None,
+        };
+        let previous_broker = match &command {
+            Command::RegisterBroker { id, .. } => machine.broker(*id).cloned(),
+            _ => None,
+        };
+
+        let expected = model.apply(&command);
+        let outcome = machine.apply(command.clone());
+        assert_eq!(
+            outcome.as_ref().map(|_| ()).map_err(|e| e.code()),
+            expected,
+            "step {step}: {command:?} -> {outcome:?}"
+        );
+        match (outcome, &command) {
+            (Err(_), _) => {}
+            (Ok(Outcome::BrokerRegistered { id, previous }), Command::RegisterBroker { id: asked, .. }) => {
+                assert_eq!((id, previous), (*asked, previous_broker));
+            }
+            (Ok(Outcome::TopicCreated { name, id }), Command::CreateTopic { name: asked, id: asked_id, .. }) => {
+                assert_eq!((&name, &id), (asked, asked_id));
+                let topic = model.topics.last_mut().expect("model created it too");
+                topic.assignment = assignment(&machine, &name);
+                check_assignment(&brokers_before, &topic.assignment, topic.replication_factor, assigned_before);
+            }
+            (Ok(Outcome::TopicDeleted { name, topic }), Command::DeleteTopic { name: asked }) => {
+                assert_eq!((&name, Some(topic)), (asked, deleted));
+            }
+            (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
+        }
+        compare(&machine, &model);
+
+        let snapshot = machine.encode();
+        let restored = ClusterMetadata::decode(&snapshot).expect("an encoded state decodes");
+        assert_eq!(restored, machine);
+        assert_eq!(restored.encode(), snapshot);
+
+        // The other replica: decoded commands, a snapshot restore midway.
+        let _ = replica.apply(decoded);
+        if step == restore_at {
+            replica = restored;
+        }
+    }
+    assert_eq!(replica.encode(), machine.encode());
+}
+
+/// `ops` on a cluster that starts with 1 to 7 brokers (from `brokers`), so that
+/// more creates succeed and topics pile up.
+pub fn populated(brokers: u8, ops: &[Op]) -> Vec<Op> {
+    let mut all: Vec<Op> =
+        (0..1 + i32::from(brokers) % 7).map(|id| Op::Register { id, host: 1, port: 9092, rack: None }).collect();
+    all.extend(ops.iter().cloned());
+    all
+}
