@@ -25,7 +25,7 @@ use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
-use crate::replica::{Outbox, RaftSettings, Replica, ReplicaEnv, ReplicaError};
+use crate::replica::{Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
 
@@ -85,6 +85,11 @@ pub enum Request {
         group: GroupId,
         spec: OffsetSpec,
         reply: oneshot::Sender<Result<i64, ErrorCode>>,
+    },
+    /// The group's members and how far each log reaches, answered by its leader.
+    DescribeGroup {
+        group: GroupId,
+        reply: oneshot::Sender<Result<QuorumState, ErrorCode>>,
     },
     /// A metadata command, proposed through the metadata group's leader.
     Propose {
@@ -302,6 +307,13 @@ impl Node {
                     None => Err(self.missing(&group)),
                 };
                 let _ = reply.send(result);
+            }
+            Request::DescribeGroup { group, reply } => {
+                let quorum = match group {
+                    GroupId::Metadata => Ok(self.metadata.quorum()),
+                    _ => self.partitions.get(&group).map(Replica::quorum).ok_or_else(|| self.missing(&group)),
+                };
+                let _ = reply.send(quorum.and_then(|q| q.ok_or(ErrorCode::NotLeaderOrFollower)));
             }
             Request::Propose { command } => {
                 // Forwarded to the leader by raft; dropped if none is known,

@@ -9,7 +9,9 @@
 //!   through a snapshot (even when the first snapshot message is lost) and
 //!   ends with the leader's entries, log start offset and high watermark;
 //! - a replica restarted (after a power loss) after compaction recovers the
-//!   same state from its snapshot and log.
+//!   same state from its snapshot and log;
+//! - along the way, the leader (and only it) reports each replica's log end
+//!   offset: lagging while cut off, unknown once compacted past, caught up after.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -192,6 +194,13 @@ fn offsets(replica: &Replica<PartitionMachine>) -> (i64, i64, i64) {
     (log.log_start_offset(), log.high_watermark(), log.next_offset())
 }
 
+/// Each voter's log end offset as the leader reports it.
+fn log_ends(c: &Cluster) -> BTreeMap<u64, Option<i64>> {
+    let quorum = c.replica(c.leader()).quorum().expect("the leader describes its group");
+    assert!(quorum.learners.is_empty());
+    quorum.voters.into_iter().collect()
+}
+
 /// Fetches everything from `from` on the leader and checks every batch is
 /// the one produced at its offset, contiguously up to the high watermark.
 fn assert_reads_back(replica: &Replica<PartitionMachine>, from: i64) {
@@ -267,6 +276,11 @@ fn a_follower_behind_the_log_start_catches_up_by_snapshot() {
     let lagging_last = c.replica(lagging).last_index();
     c.isolated.insert(lagging);
     c.produce(40);
+    assert_eq!(log_ends(&c), BTreeMap::from(IDS.map(|id| (id, Some(if id == lagging { 10 } else { 50 })))));
+    assert!(
+        IDS.iter().filter(|&&id| id != leader).all(|&id| c.replica(id).quorum().is_none()),
+        "followers cannot tell"
+    );
     // Past an election timeout the leader no longer counts the cut-off
     // follower as active, so it does not hold retention back for it.
     c.tick(40);
@@ -277,6 +291,7 @@ fn a_follower_behind_the_log_start_catches_up_by_snapshot() {
         assert!(cut > lagging_last, "replica {id} compacted past the lagging follower's log");
     }
     let snapshot_index = c.replica(leader).log().snapshot().get_metadata().index;
+    assert_eq!(log_ends(&c)[&lagging], None, "the lagging log ends below the leader's log start");
     assert_eq!(c.replica(lagging).log().snapshot().get_metadata().index, 0);
 
     // The first snapshot sent is lost: the leader must try again.
@@ -297,6 +312,8 @@ fn a_follower_behind_the_log_start_catches_up_by_snapshot() {
     assert!(start > 0);
     assert_eq!(committed_entries(c.replica(lagging)), committed_entries(c.replica(leader)));
     assert_eq!(c.replica(lagging).machine.log().first_index(), c.replica(lagging).log().first_index());
+    assert_eq!(log_ends(&c), BTreeMap::from(IDS.map(|id| (id, Some(53)))));
+    assert_eq!(c.replica(leader).quorum().map(|q| q.high_watermark), Some(53));
 }
 
 #[test]

@@ -9,8 +9,9 @@ use super::KafkaApi;
 use crate::kafka::{Handler, Reply};
 
 impl Handler for KafkaApi {
-    fn handle(&self, _header: &RequestHeader, request: RequestKind) -> impl Future<Output = Reply> + Send {
+    fn handle(&self, header: &RequestHeader, request: RequestKind) -> impl Future<Output = Reply> + Send {
         let api = self.clone();
+        let version = header.request_api_version;
         async move {
             let response = match request {
                 RequestKind::Metadata(r) => ResponseKind::Metadata(api.metadata(&r)),
@@ -23,6 +24,7 @@ impl Handler for KafkaApi {
                 RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(api.create_topics(&r).await),
                 RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(api.delete_topics(&r).await),
                 RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(api.describe_configs(&r)),
+                RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(api.describe_quorum(&r, version).await),
                 // The wire layer admits only the APIs of its versions table;
                 // anything else reaching here is closed, as Kafka does.
                 _ => return Reply::Close,

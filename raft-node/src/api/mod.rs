@@ -8,6 +8,7 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod quorum;
 mod topics;
 
 use std::sync::Arc;

@@ -5,7 +5,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestKind, ResponseKind,
+    DescribeQuorumRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestKind,
+    ResponseKind,
 };
 
 use super::bounded_decode::{decode_bounded, DecodeError};
@@ -67,6 +68,7 @@ pub static SUPPORTED: &[SupportedApi] = &[
     api!(CreateTopics, CreateTopicsRequest, 2..=7),
     api!(DeleteTopics, DeleteTopicsRequest, 1..=6),
     api!(DescribeConfigs, DescribeConfigsRequest, 1..=4),
+    api!(DescribeQuorum, DescribeQuorumRequest, 0..=2),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static SupportedApi> {

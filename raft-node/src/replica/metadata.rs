@@ -113,4 +113,10 @@ impl Machine for MetadataMachine {
     fn on_compacted(&mut self, _index: u64) -> Result<(), ReplicaError> {
         Ok(())
     }
+
+    /// KRaft's `__cluster_metadata` offsets, here raft indices: entry `i` is
+    /// offset `i - 1`, so a log through `i` ends at offset `i`.
+    fn offset_after(&self, index: u64) -> Option<i64> {
+        i64::try_from(index).ok()
+    }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::eraftpb::MessageType;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -75,6 +75,53 @@ pub trait Machine: Sized {
     fn snapshot_data(&self, index: u64) -> Result<Vec<u8>, ReplicaError>;
     /// The log no longer serves entries through `index` (a compaction).
     fn on_compacted(&mut self, index: u64) -> Result<(), ReplicaError>;
+    /// The Kafka offset after raft entry `index`: the log end offset of a
+    /// replica whose log ends there. `None` when this replica cannot tell.
+    fn offset_after(&self, index: u64) -> Option<i64>;
+}
+
+/// A group as its leader sees it, in Kafka offsets (DescribeQuorum).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader: u64,
+    pub term: u64,
+    pub high_watermark: i64,
+    /// Voters and learners by broker id, each with its log end offset if known.
+    pub voters: Vec<(u64, Option<i64>)>,
+    pub learners: Vec<(u64, Option<i64>)>,
+}
+
+/// A group as its leader sees it, in raft indices: each member's `matched`
+/// (the end of its log known to agree with the leader's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupProgress {
+    pub leader: u64,
+    pub term: u64,
+    pub applied: u64,
+    /// By broker id, ascending.
+    pub voters: Vec<(u64, u64)>,
+    pub learners: Vec<(u64, u64)>,
+}
+
+impl GroupProgress {
+    /// Translates indices to offsets with `offset_after`. A leader starts
+    /// every follower's `matched` at 0 when elected, and raft logs start at
+    /// index 1: a 0 means the leader has not yet learned where that log ends.
+    pub fn in_offsets(&self, offset_after: impl Fn(u64) -> Option<i64>) -> QuorumState {
+        let end = |members: &[(u64, u64)]| -> Vec<(u64, Option<i64>)> {
+            members
+                .iter()
+                .map(|&(id, matched)| (id, Some(matched).filter(|&m| m > 0).and_then(&offset_after)))
+                .collect()
+        };
+        QuorumState {
+            leader: self.leader,
+            term: self.term,
+            high_watermark: offset_after(self.applied).unwrap_or(-1),
+            voters: end(&self.voters),
+            learners: end(&self.learners),
+        }
+    }
 }
 
 /// Outbound raft messages of one processing round, for the transport.
@@ -106,12 +153,18 @@ pub struct ReplicaEnv {
     pub logger: Logger,
 }
 
+/// Ticks a commit-only change of the hard state may wait before it is synced.
+const COMMIT_SYNC_TICKS: usize = 10;
+
 pub struct Replica<M: Machine> {
     pub group: GroupId,
     raw: RawNode<RaftLog>,
     pub machine: M,
     jitter: ElectionJitter,
     rng: ChaCha8Rng,
+    /// The stored commit index lags raft's (see `persist_hard_state`).
+    commit_behind: bool,
+    ticks_since_commit_sync: usize,
     logger: Logger,
 }
 
@@ -153,6 +206,8 @@ impl<M: Machine> Replica<M> {
             machine,
             jitter: ElectionJitter::new(settings.election_ticks),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            commit_behind: false,
+            ticks_since_commit_sync: 0,
             logger,
         };
         replica.observe();
@@ -176,6 +231,29 @@ impl<M: Machine> Replica<M> {
         self.role() == StateRole::Leader
     }
 
+    /// Every member's progress, when this replica leads (only the leader knows it).
+    pub fn progress(&self) -> Option<GroupProgress> {
+        if !self.is_leader() {
+            return None;
+        }
+        let prs = self.raw.raft.prs();
+        // Sorted: raft-rs keeps progress in a HashMap.
+        let members: std::collections::BTreeMap<u64, u64> = prs.iter().map(|(&id, pr)| (id, pr.matched)).collect();
+        let (learners, voters) = members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        Some(GroupProgress {
+            leader: self.raw.raft.id,
+            term: self.term(),
+            applied: self.raw.raft.raft_log.applied,
+            voters,
+            learners,
+        })
+    }
+
+    /// The group in Kafka offsets, when this replica leads.
+    pub fn quorum(&self) -> Option<QuorumState> {
+        self.progress().map(|p| p.in_offsets(|index| self.machine.offset_after(index)))
+    }
+
     pub fn log(&self) -> &RaftLog {
         self.raw.store()
     }
@@ -189,6 +267,7 @@ impl<M: Machine> Replica<M> {
     }
 
     pub fn tick(&mut self) {
+        self.ticks_since_commit_sync += 1;
         if self.jitter.should_tick(self.role()) {
             self.raw.tick();
         }
@@ -216,6 +295,11 @@ impl<M: Machine> Replica<M> {
 
     /// One round of raft's Ready protocol.
     pub fn handle_ready(&mut self, outbox: &mut Outbox) -> Result<(), ReplicaError> {
+        if self.commit_behind && self.ticks_since_commit_sync >= COMMIT_SYNC_TICKS {
+            // Outside a Ready every entry is durable, so raft's commit fits the log.
+            let hs = self.raw.raft.hard_state();
+            self.store_hard_state(hs)?;
+        }
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -236,7 +320,7 @@ impl<M: Machine> Replica<M> {
             wrote = true;
         }
         if let Some(hs) = ready.hs() {
-            self.raw.mut_store().set_hard_state(hs.clone())?;
+            self.persist_hard_state(hs.clone())?;
         }
         if wrote {
             self.raw.mut_store().sync()?;
@@ -248,9 +332,7 @@ impl<M: Machine> Replica<M> {
         self.apply(&committed)?;
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            let mut hs = self.raw.store().hard_state().clone();
-            hs.commit = commit;
-            self.raw.mut_store().set_hard_state(hs)?;
+            self.commit_behind |= commit != self.raw.store().hard_state().commit;
         }
         outbox.push(self.group, light.take_messages(), &mut snapshots_to);
         let committed = light.take_committed_entries();
@@ -265,6 +347,29 @@ impl<M: Machine> Replica<M> {
             self.raw.report_snapshot(to, SnapshotStatus::Finish);
         }
         self.observe();
+        Ok(())
+    }
+
+    /// Term and vote must be durable before any message that depends on them
+    /// leaves. The commit index need not be: a restarted replica learns it
+    /// again from the leader, and a replica's high watermark lagging for that
+    /// moment is answered like any other (no data yet). So a commit-only
+    /// change waits up to `COMMIT_SYNC_TICKS` instead of costing an fsync of
+    /// its own every round (measured: a quarter to a third of all syncs).
+    fn persist_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
+        let stored = self.raw.store().hard_state();
+        if hs.term != stored.term || hs.vote != stored.vote {
+            self.store_hard_state(hs)
+        } else {
+            self.commit_behind |= hs.commit != stored.commit;
+            Ok(())
+        }
+    }
+
+    fn store_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
+        self.raw.mut_store().set_hard_state(hs)?;
+        self.commit_behind = false;
+        self.ticks_since_commit_sync = 0;
         Ok(())
     }
 
@@ -309,5 +414,35 @@ impl<M: Machine> Replica<M> {
             self.raw.mut_store().set_conf_state(conf_state)?;
         }
         self.machine.on_committed(entries, self.raw.store())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_translates_to_offsets_and_zero_is_unknown() {
+        let progress = GroupProgress {
+            leader: 1,
+            term: 3,
+            applied: 6,
+            voters: vec![(1, 8), (2, 5), (3, 0)],
+            learners: vec![(4, 2)],
+        };
+        // Ten records per entry, and nothing known below index 2 (compacted).
+        let quorum = progress.in_offsets(|index| (index >= 2).then_some(index as i64 * 10));
+        assert_eq!(
+            quorum,
+            QuorumState {
+                leader: 1,
+                term: 3,
+                high_watermark: 60,
+                voters: vec![(1, Some(80)), (2, Some(50)), (3, None)],
+                learners: vec![(4, Some(20))],
+            }
+        );
+        let compacted = GroupProgress { voters: vec![(1, 8), (2, 1)], learners: vec![], ..progress };
+        assert_eq!(compacted.in_offsets(|index| (index >= 2).then_some(0)).voters, [(1, Some(0)), (2, None)]);
     }
 }

@@ -182,6 +182,10 @@ impl Machine for PartitionMachine {
     fn on_compacted(&mut self, index: u64) -> Result<(), ReplicaError> {
         self.log.compact(index).map_err(|e| ReplicaError::Machine(e.to_string()))
     }
+
+    fn offset_after(&self, index: u64) -> Option<i64> {
+        self.log.end_offset_at(index)
+    }
 }
 
 impl Replica<PartitionMachine> {
