@@ -308,7 +308,8 @@ impl<M: Machine> Replica<M> {
         // The leader's appends may go out before its own write: it counts
         // itself only once the entries are durable (advance below).
         outbox.push(self.group, ready.take_messages(), &mut snapshots_to);
-        if !ready.snapshot().is_empty() {
+        let installs_snapshot = !ready.snapshot().is_empty();
+        if installs_snapshot {
             let snapshot = ready.snapshot().clone();
             self.machine.on_snapshot(&snapshot)?;
             self.raw.mut_store().apply_snapshot(snapshot)?;
@@ -319,7 +320,12 @@ impl<M: Machine> Replica<M> {
             self.raw.mut_store().append(ready.entries())?;
             wrote = true;
         }
-        if let Some(hs) = ready.hs() {
+        if installs_snapshot {
+            // Recovery tells an unfinished install by a stored commit below
+            // the snapshot: the new commit becomes durable with the install.
+            let hs = ready.hs().cloned().unwrap_or_else(|| self.raw.raft.hard_state());
+            self.store_hard_state(hs)?;
+        } else if let Some(hs) = ready.hs() {
             self.persist_hard_state(hs.clone())?;
         }
         if wrote {
@@ -386,6 +392,11 @@ impl<M: Machine> Replica<M> {
         }
         if index < self.log().first_index() {
             return Ok(());
+        }
+        if self.log().hard_state().commit < index {
+            // The storage compacts only what it knows to be committed.
+            let hs = self.raw.raft.hard_state();
+            self.store_hard_state(hs)?;
         }
         let term = self.log().term(index)?;
         let data = self.machine.snapshot_data(index)?;

@@ -530,7 +530,8 @@ impl RaftLog {
                 more = segment.read(lo, hi, &mut take)?;
             }
         }
-        if more {
+        // The cache may begin above the whole range (it keeps only the newest entries).
+        if more && cached_from < high {
             for entry in self.cache.range(cached_from, high) {
                 if !take(entry.clone()) {
                     break;

@@ -457,3 +457,14 @@ fn memstorage_snapshot() {
     assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (4, 4));
     assert_eq!(&snap.data[..], b"s");
 }
+
+#[test]
+fn a_read_below_a_cache_of_only_newer_entries_comes_from_the_segments() {
+    let disk = FaultyDisk::new(9);
+    // Room in the cache for the newest few entries only.
+    let (mut log, _) = open(&disk, LogConfig { cache_bytes: 200, ..tiny() });
+    log.append(&entries(1..=10, 1)).unwrap();
+    let read = log.entries(2, 4, None).unwrap();
+    assert_eq!(read.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(read, entries(2..=3, 1));
+}
