@@ -49,6 +49,19 @@ pub async fn run_on(
     logger: Logger,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
+    run_on_with(config, disk, TransportConfig::default(), logger, shutdown).await
+}
+
+/// [`run_on`] with the broker-to-broker transport configured by the caller:
+/// the simulator passes its link faults (loss, duplication, delay, partitions)
+/// and a seed for the reconnect jitter.
+pub async fn run_on_with(
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    transport_config: TransportConfig,
+    logger: Logger,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BrokerError> {
     let node_id = config.node_id;
     let logger = logger.new(slog::o!("broker" => node_id));
     let raft_listener =
@@ -57,8 +70,7 @@ pub async fn run_on(
         TcpListener::bind(config.kafka.listen).await.map_err(io(format!("kafka listener {}", config.kafka.listen)))?;
     let peers: BTreeMap<u64, _> = config.cluster.iter().filter(|m| m.id != node_id).map(|m| (m.id, m.raft)).collect();
     let (transport, inbound) =
-        Transport::start(node_id, raft_listener, peers, TransportConfig::default(), logger.clone())
-            .map_err(io("transport"))?;
+        Transport::start(node_id, raft_listener, peers, transport_config, logger.clone()).map_err(io("transport"))?;
     let (advertised_host, advertised_port) = config.advertised();
     let node_config = NodeConfig {
         node_id,
