@@ -16,9 +16,19 @@ pub struct Trace {
 impl Trace {
     /// A logger whose lines go to this trace, at debug level and above.
     pub fn logger(&self) -> Logger {
+        self.logger_at(slog::Level::Debug)
+    }
+
+    /// A logger whose lines go to this trace, at `level` and above.
+    pub fn logger_at(&self, level: slog::Level) -> Logger {
         let decorator = slog_term::PlainSyncDecorator::new(self.clone());
         let drain = slog_term::FullFormat::new(decorator).use_custom_timestamp(simulated_time).build();
-        Logger::root(slog::LevelFilter::new(drain, slog::Level::Debug).fuse(), o!())
+        Logger::root(slog::LevelFilter::new(drain, level).fuse(), o!())
+    }
+
+    /// Appends text as it is (the header, the verdict).
+    pub fn append(&self, text: &str) {
+        self.bytes.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(text.as_bytes());
     }
 
     /// Everything written so far.

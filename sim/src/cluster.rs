@@ -1,0 +1,127 @@
+//! The brokers on madsim nodes, each on a faulty disk that outlives the node,
+//! so a kill loses only what was not synced.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use madsim::runtime::{Handle, NodeHandle};
+use raft_node::config::{BrokerConfig, ClusterMember, KafkaSection, RaftSection};
+use raft_node::storage::FaultyDisk;
+use raft_node::transport::TransportConfig;
+use slog::{error, Logger};
+
+use crate::faults::Network;
+
+/// Simulated addresses, from the documentation range: nothing leaves the process.
+pub fn address(host: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([192, 0, 2, host]), port)
+}
+
+pub const KAFKA_PORT: u16 = 9092;
+pub const RAFT_PORT: u16 = 19092;
+/// The workload's node.
+pub const CLIENT_HOST: u8 = 100;
+
+fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
+    BrokerConfig {
+        node_id: u64::from(id),
+        data_dir: "unused".into(),
+        kafka: KafkaSection { listen: address(id, KAFKA_PORT), advertised: None },
+        raft: RaftSection { listen: address(id, RAFT_PORT), tick_ms: 100, election_ticks: 10, heartbeat_ticks: 2 },
+        cluster: (1..=brokers).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
+        storage: Default::default(),
+        logging: Default::default(),
+    }
+}
+
+pub struct Cluster {
+    nodes: Vec<NodeHandle>,
+    disks: Vec<FaultyDisk>,
+    /// Brokers whose `run_on` returned since their last (re)start, with what it returned.
+    exits: Arc<Mutex<BTreeMap<u8, String>>>,
+    handle: Handle,
+}
+
+impl Cluster {
+    /// Starts brokers `1..=brokers`; their transports consult `network`.
+    pub fn start(handle: &Handle, seed: u64, brokers: u8, network: Arc<Network>, logger: &Logger) -> Cluster {
+        let exits = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut nodes = Vec::new();
+        let mut disks = Vec::new();
+        for id in 1..=brokers {
+            let disk = FaultyDisk::new(seed.rotate_left(8) ^ u64::from(id));
+            let (logger, exits, network, node_disk) = (logger.clone(), exits.clone(), network.clone(), disk.clone());
+            let node = handle
+                .create_node()
+                .name(format!("broker-{id}"))
+                .ip(address(id, 0).ip())
+                .init(move || {
+                    let (disk, logger, exits) = (node_disk.clone(), logger.clone(), exits.clone());
+                    let transport = TransportConfig {
+                        seed: seed ^ (u64::from(id) << 32),
+                        faults: Some(network.clone()),
+                        ..TransportConfig::default()
+                    };
+                    async move {
+                        let ended = raft_node::broker::run_on_with(
+                            broker_config(id, brokers),
+                            Arc::new(disk),
+                            transport,
+                            logger.clone(),
+                            std::future::pending(),
+                        )
+                        .await;
+                        let ended = match ended {
+                            Ok(()) => "stopped".to_string(),
+                            Err(e) => format!("failed: {e}"),
+                        };
+                        error!(logger, "broker exited"; "broker" => id, "result" => &ended);
+                        exits.lock().unwrap_or_else(PoisonError::into_inner).insert(id, ended);
+                    }
+                })
+                .build();
+            nodes.push(node);
+            disks.push(disk);
+        }
+        Cluster { nodes, disks, exits, handle: handle.clone() }
+    }
+
+    pub fn ids(&self) -> Vec<u8> {
+        (1..=self.nodes.len() as u8).collect()
+    }
+
+    pub fn disk(&self, id: u8) -> &FaultyDisk {
+        &self.disks[usize::from(id) - 1]
+    }
+
+    /// Kills the broker's node; its disk loses unsynced writes (maybe tearing the last one).
+    pub fn kill(&self, id: u8) {
+        self.handle.kill(self.nodes[usize::from(id) - 1].id());
+        self.disk(id).crash();
+    }
+
+    /// Starts the broker again on what its disk kept.
+    pub fn restart(&self, id: u8) {
+        self.exits.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        self.handle.restart(self.nodes[usize::from(id) - 1].id());
+    }
+
+    pub fn pause(&self, id: u8) {
+        self.handle.pause(self.nodes[usize::from(id) - 1].id());
+    }
+
+    pub fn resume(&self, id: u8) {
+        self.handle.resume(self.nodes[usize::from(id) - 1].id());
+    }
+
+    /// Brokers that exited on their own since their last start, and how.
+    pub fn exited(&self) -> BTreeMap<u8, String> {
+        self.exits.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The Kafka bootstrap addresses of every broker.
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.ids().into_iter().map(|id| address(id, KAFKA_PORT).to_string()).collect()
+    }
+}

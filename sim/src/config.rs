@@ -1,0 +1,244 @@
+//! A simulation run's configuration: the flags of `keel-sim run`, how they
+//! are written into a trace's header, and how `replay` reads them back.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A kind of fault the nemesis can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Kill a broker (its disk drops unsynced writes, maybe tearing the last one) and restart it.
+    Kill,
+    /// Pause a broker's tasks, then resume them.
+    Pause,
+    /// Cut broker-to-broker links: majority/minority, an isolated broker, one-way.
+    Partition,
+    /// Drop broker-to-broker messages.
+    Loss,
+    /// Deliver broker-to-broker messages twice.
+    Duplicate,
+    /// Hold broker-to-broker messages back, so later ones overtake them.
+    Delay,
+    /// Flip bits in reads on one broker's disk (a minority of every partition).
+    Corrupt,
+    /// Fail a broker's disk in the middle of its operations, then restart it.
+    Power,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Loss,
+        FaultKind::Duplicate,
+        FaultKind::Delay,
+        FaultKind::Corrupt,
+        FaultKind::Power,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Loss => "loss",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Delay => "delay",
+            FaultKind::Corrupt => "corrupt",
+            FaultKind::Power => "power",
+        }
+    }
+
+    fn parse(name: &str) -> Result<FaultKind, String> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+            let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown fault {name:?} (known: all, none, or a comma-separated list of {})", names.join(", "))
+        })
+    }
+}
+
+/// Which faults a run may inject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Faults {
+    /// Swarm testing: the seed draws which kinds are on.
+    All,
+    None,
+    /// Exactly these kinds are on (the seed still draws their rates).
+    List(Vec<FaultKind>),
+}
+
+impl Faults {
+    pub fn parse(text: &str) -> Result<Faults, String> {
+        match text {
+            "all" => Ok(Faults::All),
+            "none" => Ok(Faults::None),
+            list => {
+                let mut kinds = list.split(',').map(|n| FaultKind::parse(n.trim())).collect::<Result<Vec<_>, _>>()?;
+                kinds.sort();
+                kinds.dedup();
+                Ok(Faults::List(kinds))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Faults::All => f.write_str("all"),
+            Faults::None => f.write_str("none"),
+            Faults::List(kinds) => {
+                let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
+/// Everything that decides a run, besides the build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub brokers: u8,
+    pub partitions: u16,
+    /// How long the workload and the nemesis run, before the heal phase.
+    pub duration: Duration,
+    pub faults: Faults,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig { seed, brokers: 5, partitions: 8, duration: Duration::from_secs(60), faults: Faults::All }
+    }
+
+    /// The flags that reproduce this config, after `--seed N`.
+    pub fn flags(&self) -> String {
+        format!(
+            "--brokers {} --partitions {} --duration {} --faults {}",
+            self.brokers,
+            self.partitions,
+            format_duration(self.duration),
+            self.faults
+        )
+    }
+
+    /// Applies one flag and its value; `Ok(false)` if the flag is not a config flag.
+    pub fn set(&mut self, flag: &str, value: &str) -> Result<bool, String> {
+        match flag {
+            "--seed" => self.seed = value.parse().map_err(|e| format!("--seed {value}: {e}"))?,
+            "--brokers" => {
+                let brokers: u8 = value.parse().map_err(|e| format!("--brokers {value}: {e}"))?;
+                if !(3..=7).contains(&brokers) {
+                    return Err(format!("--brokers {brokers}: between 3 and 7"));
+                }
+                self.brokers = brokers;
+            }
+            "--partitions" => {
+                let partitions: u16 = value.parse().map_err(|e| format!("--partitions {value}: {e}"))?;
+                if !(1..=256).contains(&partitions) {
+                    return Err(format!("--partitions {partitions}: between 1 and 256"));
+                }
+                self.partitions = partitions;
+            }
+            "--duration" => self.duration = parse_duration(value)?,
+            "--faults" => self.faults = Faults::parse(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// `60s`, `2m`, `500ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {text:?} (e.g. 60s, 2m, 500ms)");
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit()).map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(bad());
+    }
+    Ok(duration)
+}
+
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// The build that ran a simulation: the crate version and the git commit.
+pub fn build() -> String {
+    let commit = option_env!("KEEL_GIT_COMMIT").unwrap_or("unknown");
+    format!("keel-sim {} (git {commit})", env!("CARGO_PKG_VERSION"))
+}
+
+/// The first line of every trace.
+pub const MAGIC: &str = "# keel-sim trace";
+
+/// The trace header: what `replay` needs to run the same simulation again.
+pub fn header(config: &SimConfig) -> String {
+    format!("{MAGIC}\nseed: {}\nconfig: {}\nbuild: {}\n", config.seed, config.flags(), build())
+}
+
+/// Reads the config and the build back from a trace's header.
+pub fn parse_header(trace: &str) -> Result<(SimConfig, String), String> {
+    let mut lines = trace.lines();
+    if lines.next() != Some(MAGIC) {
+        return Err(format!("not a keel-sim trace (the first line is not {MAGIC:?})"));
+    }
+    let mut field = |name: &str| {
+        let line = lines.next().unwrap_or_default();
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(": "))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the trace header has no {name:?} line where expected (found {line:?})"))
+    };
+    let seed = field("seed")?;
+    let flags = field("config")?;
+    let build = field("build")?;
+    let mut config = SimConfig::new(seed.parse().map_err(|e| format!("seed {seed:?}: {e}"))?);
+    let words: Vec<&str> = flags.split_whitespace().collect();
+    for pair in words.chunks(2) {
+        match pair {
+            [flag, value] if config.set(flag, value)? => {}
+            _ => return Err(format!("unexpected config {pair:?} in the trace header")),
+        }
+    }
+    Ok((config, build))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_reads_back_as_its_config() {
+        let mut config = SimConfig::new(42);
+        config.set("--faults", "kill,partition").unwrap();
+        config.set("--duration", "90s").unwrap();
+        config.set("--brokers", "3").unwrap();
+        let text = format!("{}   0.000 INFO something\n", header(&config));
+        let (back, build) = parse_header(&text).unwrap();
+        assert_eq!(back, config);
+        assert_eq!(build, super::build());
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let mut config = SimConfig::new(1);
+        assert!(config.set("--brokers", "8").is_err());
+        assert!(config.set("--faults", "kill,meteor").is_err());
+        assert!(config.set("--duration", "5h").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(Faults::parse("partition,kill").unwrap().to_string(), "kill,partition");
+    }
+}

@@ -1,0 +1,210 @@
+//! One simulation run: the cluster, the workload, the nemesis, the heal, the
+//! final read and the checker's verdict, all from one seed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jepsen_style::{History, Options};
+use madsim::runtime::{Handle, Runtime};
+use slog::{info, o};
+
+use crate::cluster::{address, Cluster, CLIENT_HOST};
+use crate::config::{header, SimConfig};
+use crate::faults::{NetCounts, Network, Plan};
+use crate::nemesis::{noise, Nemesis};
+use crate::trace::Trace;
+use crate::workload::{self, Workload};
+
+/// After the heal, every partition must take a write within this (simulated) time.
+pub const LIVENESS_DEADLINE: Duration = Duration::from_secs(60);
+/// And the final read must get through every partition within this.
+const FINAL_READ_DEADLINE: Duration = Duration::from_secs(60);
+/// Producers and consumers in the workload.
+const PRODUCERS: u64 = 4;
+const CONSUMERS: u64 = 2;
+
+/// What a run found.
+pub struct Outcome {
+    pub trace: Vec<u8>,
+    pub valid: bool,
+    /// `valid`, or `invalid: ` and why, on one line.
+    pub verdict: String,
+    /// The checker's report and any other failure, for a human.
+    pub details: String,
+    pub plan: String,
+    pub ops: usize,
+    pub acked: usize,
+    pub faults: usize,
+    pub elections: usize,
+    pub net: NetCounts,
+    pub simulated: Duration,
+    pub wall: Duration,
+}
+
+/// What the simulation hands back to be judged outside it.
+struct Ran {
+    history: History,
+    failures: Vec<String>,
+    ops: usize,
+    acked: usize,
+    faults: usize,
+    net: NetCounts,
+    simulated: Duration,
+}
+
+/// Runs the simulation of `config` on its own madsim runtime (this thread).
+pub fn run(config: &SimConfig) -> Outcome {
+    let wall = Instant::now();
+    let trace = Trace::default();
+    trace.append(&header(config));
+    let plan = Plan::draw(config);
+    trace.append(&format!("faults: {}\n", plan.describe()));
+    let logger = trace.logger_at(slog::Level::Info);
+    let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
+    // A hung simulation ends as a failure rather than running forever.
+    let limit = config.duration + LIVENESS_DEADLINE + FINAL_READ_DEADLINE + Duration::from_secs(300);
+    runtime.set_time_limit(limit);
+    let simulated = {
+        let (config, plan) = (config.clone(), plan.clone());
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || runtime.block_on(simulate(config, plan, logger))))
+    };
+    let mut failures = Vec::new();
+    let (report, ran) = match simulated {
+        Ok(ran) => (Some(jepsen_style::check(&ran.history, &Options { idempotent: false })), Some(ran)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            failures.push(format!("panic: {message}"));
+            (None, None)
+        }
+    };
+    if let Some(ran) = &ran {
+        failures.extend(ran.failures.iter().cloned());
+    }
+    let text = String::from_utf8_lossy(&trace.contents()).into_owned();
+    let elections = text.matches("became leader at term").count();
+    // Once every fault is off, no broker may still be in critical trouble.
+    if let Some((_, healed)) = text.split_once("heal: all faults off") {
+        for line in healed.lines().filter(|l| l.contains(" CRIT ")).take(3) {
+            failures.push(format!("after the heal: {}", line.trim()));
+        }
+    }
+    let mut reasons = Vec::new();
+    if let Some(report) = &report {
+        if !report.valid {
+            reasons.push(format!("checker: {}", report.verdict));
+        }
+    }
+    reasons.extend(failures.iter().map(|f| f.lines().next().unwrap_or_default().to_string()));
+    let valid = reasons.is_empty();
+    let verdict = if valid { "valid".to_string() } else { format!("invalid: {}", reasons.join("; ")) };
+    let mut details = String::new();
+    if let Some(report) = &report {
+        details.push_str(&report.to_string());
+    }
+    for failure in &failures {
+        details.push_str(&format!("{failure}\n"));
+    }
+    let (ops, acked, faults, net, simulated) = ran
+        .as_ref()
+        .map_or((0, 0, 0, NetCounts::default(), Duration::ZERO), |r| (r.ops, r.acked, r.faults, r.net, r.simulated));
+    trace.append(&format!(
+        "summary: operations {ops}, acknowledged writes {acked}, faults {faults}, elections {elections}, simulated {:.3}s\n",
+        simulated.as_secs_f64()
+    ));
+    if let Some(report) = &report {
+        for finding in &report.anomalies {
+            trace.append(&format!("anomaly: {} x{}\n", finding.anomaly, finding.count));
+        }
+    }
+    for failure in &failures {
+        trace.append(&format!("failure: {}\n", failure.lines().next().unwrap_or_default()));
+    }
+    trace.append(&format!("verdict: {verdict}\n"));
+    Outcome {
+        trace: trace.contents(),
+        valid,
+        verdict,
+        details,
+        plan: plan.describe(),
+        ops,
+        acked,
+        faults,
+        elections,
+        net,
+        simulated,
+        wall: wall.elapsed(),
+    }
+}
+
+async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger) -> Ran {
+    let handle = Handle::current();
+    let log = logger.new(o!("sim" => "nemesis"));
+    let network = Arc::new(Network::new(config.seed));
+    let cluster = Arc::new(Cluster::start(&handle, config.seed, config.brokers, network.clone(), &logger));
+    let client = handle.create_node().name("client").ip(address(CLIENT_HOST, 0).ip()).build();
+    let workload = Arc::new(Workload {
+        bootstrap: cluster.bootstrap(),
+        partitions: i32::from(config.partitions),
+        recorder: workload::Recorder::new(logger.new(o!("sim" => "client"))),
+        stop: AtomicBool::new(false),
+        seed: config.seed,
+    });
+    client.spawn(workload::setup(workload.clone(), usize::from(config.brokers))).await.expect("setup");
+
+    let mut clients = Vec::new();
+    for p in 1..=PRODUCERS {
+        clients.push(client.spawn(workload::producer(workload.clone(), p)));
+    }
+    for c in 0..CONSUMERS {
+        let partitions: Vec<i32> = (0..i32::from(config.partitions)).filter(|p| *p as u64 % CONSUMERS == c).collect();
+        clients.push(client.spawn(workload::consumer(workload.clone(), 100 + c, partitions)));
+    }
+
+    let end = tokio::time::Instant::now() + config.duration;
+    let mut nemesis = Nemesis::new(cluster.clone(), network.clone(), plan.clone(), log.clone());
+    let injected = nemesis.injected.clone();
+    let noisy = noise(network.clone(), plan, log.clone(), injected.clone(), config.seed, end);
+    tokio::join!(nemesis.run(config.seed, end), noisy);
+    tokio::time::sleep_until(end).await;
+
+    nemesis.heal();
+    let healed = tokio::time::Instant::now();
+    let mut failures = Vec::new();
+    let stuck = client.spawn(workload::liveness(workload.clone(), LIVENESS_DEADLINE)).await.expect("liveness");
+    if stuck.is_empty() {
+        info!(log, "liveness: every partition took a write"; "after_heal_ms" => healed.elapsed().as_millis() as u64);
+    } else {
+        failures.push(format!(
+            "liveness: partitions {stuck:?} took no write within {}s after the heal",
+            LIVENESS_DEADLINE.as_secs()
+        ));
+    }
+    workload.stop.store(true, Ordering::Relaxed);
+    for handle in clients {
+        handle.await.expect("a workload client");
+    }
+    info!(log, "workload stopped");
+    let unfinished =
+        client.spawn(workload::final_read(workload.clone(), FINAL_READ_DEADLINE)).await.expect("final read");
+    for what in unfinished {
+        failures.push(format!("final read unfinished: {what}"));
+    }
+    for (b, how) in cluster.exited() {
+        failures.push(format!("broker {b} exited after the heal: {how}"));
+    }
+    let (ops, acked) = workload.recorder.counts();
+    Ran {
+        history: workload.recorder.finish(),
+        failures,
+        ops,
+        acked,
+        faults: injected.load(Ordering::Relaxed),
+        net: network.counts(),
+        simulated: madsim::time::TimeHandle::current().elapsed(),
+    }
+}
