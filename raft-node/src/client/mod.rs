@@ -17,6 +17,8 @@ use std::time::Duration;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request;
+use kafka_protocol::messages::describe_quorum_response;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -25,15 +27,16 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    TopicName,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeQuorumRequest,
+    DescribeQuorumResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use serde::Serialize;
 
 use crate::kafka::client::Connection;
 pub use error::{error_name, Error};
+pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
 use records::{ConsumedBatch, ProducerRecord};
 
@@ -45,6 +48,7 @@ const LIST_OFFSETS_VERSION: i16 = 7;
 const CREATE_TOPICS_VERSION: i16 = 7;
 const DELETE_TOPICS_VERSION: i16 = 6;
 const DESCRIBE_CONFIGS_VERSION: i16 = 4;
+const DESCRIBE_QUORUM_VERSION: i16 = 2;
 
 /// Kafka error codes the client handles itself.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -137,6 +141,42 @@ pub struct ConfigEntry {
     /// Whether the topic sets it (Kafka's DYNAMIC_TOPIC_CONFIG) rather than inheriting a default.
     pub explicit: bool,
 }
+
+/// One member of a raft group as the group's leader reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicaProgress {
+    pub id: i32,
+    /// `None` while the leader does not know where this replica's log ends
+    /// (it has not heard from it since it was elected, or the replica is
+    /// behind the leader's log start).
+    pub log_end_offset: Option<i64>,
+}
+
+/// A partition's raft group as its leader reports it (DescribeQuorum).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QuorumInfo {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaProgress>,
+    /// Members that replicate without voting (learners).
+    pub observers: Vec<ReplicaProgress>,
+}
+
+impl QuorumInfo {
+    /// The leader's log end offset.
+    pub fn log_end_offset(&self) -> Option<i64> {
+        self.voters.iter().find(|r| r.id == self.leader).and_then(|r| r.log_end_offset)
+    }
+
+    /// How many offsets `replica`'s log is behind the leader's, if both ends are known.
+    pub fn lag(&self, replica: &ReplicaProgress) -> Option<i64> {
+        Some(self.log_end_offset()? - replica.log_end_offset?)
+    }
+}
+
+/// Each partition's quorum, or why it could not be described.
+pub type Quorums = BTreeMap<(String, i32), Result<QuorumInfo, String>>;
 
 /// Which offset ListOffsets should find.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -490,6 +530,89 @@ impl Client {
         }
     }
 
+    /// Describes the raft group of each of `partitions` (`METADATA_TOPIC`
+    /// partition 0 is the metadata group), asking each group's leader: one
+    /// request per leader, and again, with fresh metadata and backoff, for the
+    /// partitions whose leader moved, is unknown or could not be reached.
+    pub async fn describe_quorum(&mut self, partitions: &[(String, i32)]) -> Result<Quorums, Error> {
+        let mut answers = Quorums::new();
+        let mut pending: Vec<(String, i32)> = partitions.to_vec();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            if attempt > 0 {
+                tokio::time::sleep(self.config.backoff(attempt - 1)).await;
+            }
+            self.refresh(None).await?;
+            let mut by_leader: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+            for (topic, partition) in std::mem::take(&mut pending) {
+                match self.group_leader_addr(&topic, partition) {
+                    Ok(addr) => by_leader.entry(addr).or_default().push((topic, partition)),
+                    Err((why, retry)) => {
+                        if retry {
+                            pending.push((topic.clone(), partition));
+                        }
+                        answers.insert((topic, partition), Err(why));
+                    }
+                }
+            }
+            for (addr, group) in by_leader {
+                let request = describe_quorum_request(&group);
+                let response: DescribeQuorumResponse =
+                    match self.request(&addr, DESCRIBE_QUORUM_VERSION, &request).await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            for key in group {
+                                answers.insert(key.clone(), Err(e.to_string()));
+                                pending.push(key);
+                            }
+                            continue;
+                        }
+                    };
+                for (topic, partition) in group {
+                    let answer = quorum_answer(&response, &topic, partition);
+                    let retry = answer.as_ref().is_some_and(|p| {
+                        matches!(
+                            p.error_code,
+                            NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION
+                        )
+                    });
+                    let result = match answer {
+                        None => Err(format!("{addr} did not answer for {topic}/{partition}")),
+                        Some(p) if p.error_code == 0 => Ok(quorum_info(p)),
+                        Some(p) => {
+                            Err(Error::kafka(format!("{topic}/{partition} at {addr}"), p.error_code, None).to_string())
+                        }
+                    };
+                    if retry {
+                        pending.push((topic.clone(), partition));
+                    }
+                    answers.insert((topic, partition), result);
+                }
+            }
+            if attempt >= self.config.retries {
+                break;
+            }
+            attempt += 1;
+        }
+        Ok(answers)
+    }
+
+    /// The address of the leader of a partition's group (the controller for
+    /// the metadata group), from the metadata just refreshed; else why not,
+    /// and whether that may change (a leader yet to be elected or announced).
+    fn group_leader_addr(&self, topic: &str, partition: i32) -> Result<String, (String, bool)> {
+        let leader = if topic == METADATA_TOPIC {
+            self.cluster.controller.ok_or(("no controller elected".to_string(), true))?
+        } else {
+            let info = self.cluster.topics.get(topic).ok_or_else(|| (format!("unknown topic {topic}"), false))?;
+            let p = info.partitions.iter().find(|p| p.partition == partition);
+            let p = p.ok_or_else(|| (format!("topic {topic} has no partition {partition}"), false))?;
+            p.leader.ok_or(("no leader".to_string(), true))?
+        };
+        let broker = self.cluster.brokers.get(&leader);
+        broker.map(BrokerInfo::addr).ok_or_else(|| (format!("leader {leader} is not a known broker"), true))
+    }
+
     /// Sends `request` to the leader of `topic`'s `partition`, refreshing
     /// metadata and retrying with backoff while the partition has no leader,
     /// the leader moved, or the leader cannot be reached. `error_of` finds the
@@ -655,6 +778,59 @@ fn list_offsets_answer<'a>(
     r.topics.iter().filter(|t| &*t.name == topic).flat_map(|t| &t.partitions).find(|p| p.partition_index == partition)
 }
 
+/// One DescribeQuorum request for `partitions`, grouped by topic.
+fn describe_quorum_request(partitions: &[(String, i32)]) -> DescribeQuorumRequest {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        topics.entry(topic).or_default().push(*partition);
+    }
+    DescribeQuorumRequest::default().with_topics(
+        topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                describe_quorum_request::TopicData::default().with_topic_name(topic_name(topic)).with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|p| describe_quorum_request::PartitionData::default().with_partition_index(p))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn quorum_answer<'a>(
+    r: &'a DescribeQuorumResponse,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a describe_quorum_response::PartitionData> {
+    r.topics
+        .iter()
+        .filter(|t| &*t.topic_name == topic)
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.partition_index == partition)
+}
+
+/// Kafka reports an unknown log end offset as -1.
+fn quorum_info(p: &describe_quorum_response::PartitionData) -> QuorumInfo {
+    let members = |replicas: &[describe_quorum_response::ReplicaState]| {
+        replicas
+            .iter()
+            .map(|r| ReplicaProgress {
+                id: r.replica_id.0,
+                log_end_offset: (r.log_end_offset >= 0).then_some(r.log_end_offset),
+            })
+            .collect()
+    };
+    QuorumInfo {
+        leader: p.leader_id.0,
+        leader_epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+        voters: members(&p.current_voters),
+        observers: members(&p.observers),
+    }
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(str_bytes(name))
 }
@@ -673,5 +849,39 @@ mod tests {
         let pauses: Vec<u128> = (0..8).map(|a| config.backoff(a).as_millis()).collect();
         assert_eq!(pauses, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(config.backoff(u32::MAX), config.retry_backoff_max);
+    }
+
+    #[test]
+    fn quorum_requests_group_by_topic_and_answers_read_back() {
+        let partitions = [("b".to_string(), 1), ("a".to_string(), 0), ("b".to_string(), 0)];
+        let request = describe_quorum_request(&partitions);
+        let asked: Vec<(String, Vec<i32>)> = request
+            .topics
+            .iter()
+            .map(|t| (t.topic_name.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
+            .collect();
+        assert_eq!(asked, [("a".to_string(), vec![0]), ("b".to_string(), vec![1, 0])]);
+
+        let replica = |id, end| {
+            describe_quorum_response::ReplicaState::default().with_replica_id(BrokerId(id)).with_log_end_offset(end)
+        };
+        let answer = describe_quorum_response::PartitionData::default()
+            .with_partition_index(1)
+            .with_leader_id(BrokerId(2))
+            .with_leader_epoch(4)
+            .with_high_watermark(90)
+            .with_current_voters(vec![replica(1, 90), replica(2, 100), replica(3, -1)])
+            .with_observers(vec![replica(4, 60)]);
+        let response =
+            DescribeQuorumResponse::default().with_topics(vec![describe_quorum_response::TopicData::default()
+                .with_topic_name(topic_name("b"))
+                .with_partitions(vec![answer])]);
+        assert!(quorum_answer(&response, "b", 0).is_none() && quorum_answer(&response, "a", 1).is_none());
+        let info = quorum_info(quorum_answer(&response, "b", 1).expect("answered"));
+        assert_eq!((info.leader, info.leader_epoch, info.high_watermark, info.log_end_offset()), (2, 4, 90, Some(100)));
+        let lags: Vec<Option<i64>> = info.voters.iter().chain(&info.observers).map(|r| info.lag(r)).collect();
+        assert_eq!(lags, [Some(10), Some(0), None, Some(40)]);
+        let leaderless = QuorumInfo { leader: 7, ..info };
+        assert_eq!(leaderless.lag(&leaderless.voters[0]), None, "no lag without the leader's log end");
     }
 }
