@@ -152,7 +152,7 @@ enum TopicCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Brokers and their addresses, the controller, each partition's leader and replicas.
+    /// Brokers, the controller, and each raft group (the metadata log, every partition): its leader, and each replica's log end offset and lag behind it.
     Status {
         #[command(flatten)]
         common: Common,

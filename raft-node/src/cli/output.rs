@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::client::records::ConsumedRecord;
-use crate::client::Error;
+use crate::client::{Error, QuorumInfo, ReplicaProgress};
 
 /// Parses `key=value` of `--config`.
 pub fn parse_config(s: &str) -> Result<(String, String), String> {
@@ -92,6 +92,60 @@ pub fn ids(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
+/// Every member of a group with its role: voters, then observers.
+fn members(quorum: &QuorumInfo) -> impl Iterator<Item = (&ReplicaProgress, bool)> {
+    quorum.voters.iter().map(|r| (r, true)).chain(quorum.observers.iter().map(|r| (r, false)))
+}
+
+/// A group's replicas in the status table, `id:log-end-offset` each, with
+/// `(-lag)` when behind the leader, `?` when the leader does not know, and
+/// `(observer)` for a non-voting member: `1:120  2:108(-12)  3:?`.
+pub fn replicas_cell(quorum: &QuorumInfo) -> String {
+    let cells: Vec<String> = members(quorum)
+        .map(|(r, voter)| {
+            let end = r.log_end_offset.map_or("?".into(), |o| o.to_string());
+            let lag = quorum.lag(r).filter(|&l| l != 0).map_or(String::new(), |l| format!("(-{l})"));
+            let role = if voter { "" } else { "(observer)" };
+            format!("{}:{end}{lag}{role}", r.id)
+        })
+        .collect();
+    cells.join("  ")
+}
+
+/// The JSON of one group's quorum: the leader's view, and each member's log
+/// end offset and lag (`null` when unknown).
+pub fn quorum_json(quorum: &QuorumInfo) -> Value {
+    let replicas: Vec<Value> = members(quorum)
+        .map(|(r, voter)| json!({"id": r.id, "voter": voter, "log_end_offset": r.log_end_offset, "lag": quorum.lag(r)}))
+        .collect();
+    json!({"leader": quorum.leader, "leader_epoch": quorum.leader_epoch, "high_watermark": quorum.high_watermark,
+           "log_end_offset": quorum.log_end_offset(), "replica_status": replicas})
+}
+
+/// Replicas behind their leader, and replicas whose place the leader does
+/// not know, over `quorums`: the status's last line.
+pub fn lag_summary<'a>(quorums: impl IntoIterator<Item = &'a QuorumInfo>) -> String {
+    let (mut total, mut behind, mut unknown) = (0, 0, 0);
+    for quorum in quorums {
+        for (r, _) in members(quorum) {
+            total += 1;
+            match quorum.lag(r) {
+                Some(0) => {}
+                Some(_) => behind += 1,
+                None => unknown += 1,
+            }
+        }
+    }
+    if behind == 0 && unknown == 0 {
+        return format!("all {total} replicas are caught up with their leaders");
+    }
+    let mut parts = vec![format!("{behind} of {total} replicas behind their leaders")];
+    if unknown > 0 {
+        parts.push(format!("{unknown} unknown (?: not heard from since the leader was elected)"));
+    }
+    parts.join("; ")
+}
+
 fn text(bytes: &Option<Bytes>) -> Option<String> {
     bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
 }
@@ -166,6 +220,40 @@ mod tests {
             table(&["PARTITION", "LEADER", "REPLICAS"], &rows),
             "PARTITION  LEADER  REPLICAS\n0          1       1,2,3\n10         2       2\n"
         );
+    }
+
+    fn quorum() -> QuorumInfo {
+        let replica = |id, end| ReplicaProgress { id, log_end_offset: end };
+        QuorumInfo {
+            leader: 2,
+            leader_epoch: 3,
+            high_watermark: 118,
+            voters: vec![replica(1, Some(108)), replica(2, Some(120)), replica(3, None)],
+            observers: vec![replica(4, Some(120))],
+        }
+    }
+
+    #[test]
+    fn replica_lag_shows_in_the_table_and_json() {
+        let q = quorum();
+        assert_eq!(replicas_cell(&q), "1:108(-12)  2:120  3:?  4:120(observer)");
+        let status = quorum_json(&q);
+        assert_eq!(status["log_end_offset"], 120);
+        assert_eq!(
+            status["replica_status"],
+            json!([
+                {"id": 1, "voter": true, "log_end_offset": 108, "lag": 12},
+                {"id": 2, "voter": true, "log_end_offset": 120, "lag": 0},
+                {"id": 3, "voter": true, "log_end_offset": null, "lag": null},
+                {"id": 4, "voter": false, "log_end_offset": 120, "lag": 0},
+            ])
+        );
+        assert_eq!(
+            lag_summary([&q, &q]),
+            "2 of 8 replicas behind their leaders; 2 unknown (?: not heard from since the leader was elected)"
+        );
+        let caught_up = QuorumInfo { voters: q.voters[1..2].to_vec(), ..q.clone() };
+        assert_eq!(lag_summary([&caught_up]), "all 2 replicas are caught up with their leaders");
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! `keel topic` and `keel cluster status`: the cluster's shape, read through
-//! Metadata, ListOffsets and DescribeConfigs.
+//! Metadata, ListOffsets, DescribeConfigs and DescribeQuorum.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::output::{ids, table};
+use super::output::{ids, lag_summary, quorum_json, replicas_cell, table};
 use super::{connect, fail, Common};
-use crate::client::{OffsetSpec, TopicInfo};
+use crate::client::{OffsetSpec, TopicInfo, METADATA_TOPIC};
 
 pub async fn create(
     common: &Common,
@@ -148,13 +148,23 @@ pub async fn delete(common: &Common, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Replica lag is not in any Kafka API Keel serves yet.
-const NO_LAG: &str = "replica lag is not available: the Kafka API does not expose it yet";
-
 pub async fn cluster_status(common: &Common) -> Result<(), String> {
     let mut client = connect(common).await?;
     let cluster = client.metadata().await.map_err(|e| e.to_string())?.clone();
+    let metadata_group = (METADATA_TOPIC.to_string(), 0);
+    let mut groups = vec![metadata_group.clone()];
+    groups.extend(cluster.topics.values().flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition))));
+    let quorums = client.describe_quorum(&groups).await.map_err(|e| e.to_string())?;
+    let quorum = |topic: &str, partition: i32| match quorums.get(&(topic.to_string(), partition)) {
+        Some(answer) => answer.as_ref().map_err(String::as_str),
+        None => Err("not described"),
+    };
     if common.json {
+        // What the group's leader says, else why it could not be asked.
+        let status = |topic: &str, partition: i32| match quorum(topic, partition) {
+            Ok(q) => quorum_json(q),
+            Err(e) => json!({"error": e}),
+        };
         let brokers: Vec<_> = cluster
             .brokers
             .values()
@@ -164,15 +174,21 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
             .topics
             .values()
             .map(|t| {
-                json!({"name": t.name, "partitions": t.partitions.iter().map(|p| json!({
-                "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
-                "replicas": p.replicas, "isr": p.isr, "replica_lag": null})).collect::<Vec<_>>()})
+                let partitions: Vec<_> = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        json!({"partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+                               "replicas": p.replicas, "isr": p.isr, "quorum": status(&t.name, p.partition)})
+                    })
+                    .collect();
+                json!({"name": t.name, "partitions": partitions})
             })
             .collect();
         println!(
             "{}",
             json!({"cluster_id": cluster.cluster_id, "controller": cluster.controller, "brokers": brokers,
-                   "topics": topics, "notes": [NO_LAG]})
+                   "metadata_quorum": status(METADATA_TOPIC, 0), "topics": topics})
         );
         return Ok(());
     }
@@ -189,25 +205,22 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
     if cluster.controller.is_none() {
         println!("no controller elected");
     }
-    if !cluster.topics.is_empty() {
-        println!();
-        let rows: Vec<Vec<String>> = cluster
-            .topics
-            .values()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| {
-                    vec![
-                        t.name.clone(),
-                        p.partition.to_string(),
-                        p.leader.map_or("none".into(), |l| l.to_string()),
-                        p.leader_epoch.to_string(),
-                        ids(&p.replicas),
-                    ]
-                })
-            })
-            .collect();
-        print!("{}", table(&["TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS"], &rows));
-    }
-    println!("{NO_LAG}");
+    println!();
+    // One row per group, the metadata log first: readable with many partitions.
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|(topic, partition)| {
+            let mut row = vec![topic.clone(), partition.to_string()];
+            row.extend(match quorum(topic, *partition) {
+                Ok(q) => {
+                    [q.leader.to_string(), q.leader_epoch.to_string(), q.high_watermark.to_string(), replicas_cell(q)]
+                }
+                Err(e) => ["?".into(), "?".into(), "?".into(), e.to_string()],
+            });
+            row
+        })
+        .collect();
+    print!("{}", table(&["TOPIC", "PARTITION", "LEADER", "EPOCH", "HIGH WATERMARK", "REPLICA:LOG END(-LAG)"], &rows));
+    println!("{}", lag_summary(quorums.values().filter_map(|q| q.as_ref().ok())));
     Ok(())
 }

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from cluster import KEEL
+from cluster import KEEL, wait_until
 
 
 def keel(cluster, *args, stdin=None, check=True, timeout=60):
@@ -130,7 +130,71 @@ def test_cluster_status(cluster):
     assert [b["address"] for b in status["brokers"] if b["id"] == 1] == [f"127.0.0.1:{cluster.kafka[1]}"]
     topic = next(t for t in status["topics"] if t["name"] == "status")
     assert [p["partition"] for p in topic["partitions"]] == [0, 1]
-    assert "replica lag is not available" in keel(cluster, "cluster", "status").stdout
+    human = keel(cluster, "cluster", "status").stdout
+    assert "__cluster_metadata  0" in human and "REPLICA:LOG END(-LAG)" in human, human
+
+
+def quorums(status):
+    """Every group's quorum in a `cluster status --json`: (topic, partition) -> quorum."""
+    groups = {("__cluster_metadata", 0): status["metadata_quorum"]}
+    for t in status["topics"]:
+        for p in t["partitions"]:
+            groups[(t["name"], p["partition"])] = p["quorum"]
+    return groups
+
+
+def lags(cluster, topic):
+    """(topic, partition) -> {replica: lag} of the metadata log and `topic`'s partitions
+    (lag None: unknown to the leader); fails if a group could not be described."""
+    groups = quorums(keel_json(cluster, "cluster", "status", timeout=120))
+    out = {}
+    for key, q in groups.items():
+        if key[0] in ("__cluster_metadata", topic):
+            assert "error" not in q, f"{key}: {q}"
+            out[key] = {r["id"]: r["lag"] for r in q["replica_status"]}
+    return out
+
+
+def all_caught_up(cluster, topic, partitions):
+    current = lags(cluster, topic)
+    return len(current) == partitions + 1 and all(l == {1: 0, 2: 0, 3: 0} for l in current.values()) and current
+
+
+def test_cluster_status_shows_replica_lag(cluster):
+    keel(cluster, "topic", "create", "lag", "--partitions", "2")
+    keel(cluster, "produce", "lag", stdin="".join(f"a{i}\n" for i in range(20)))
+    wait_until("every replica caught up", lambda: all_caught_up(cluster, "lag", 2), cluster=cluster)
+    status = keel_json(cluster, "cluster", "status")
+    for (topic, partition), q in quorums(status).items():
+        leader_end = q["log_end_offset"]
+        assert [(r["id"], r["voter"], r["log_end_offset"]) for r in q["replica_status"]] == [
+            (i, True, leader_end) for i in (1, 2, 3)
+        ], (topic, partition, q)
+        if topic == "lag":
+            assert leader_end == q["high_watermark"] == 10
+
+    # A broker leading neither partition (the metadata log's leader only if it must be).
+    partitions = next(t for t in status["topics"] if t["name"] == "lag")["partitions"]
+    leaders = {p["quorum"]["leader"] for p in partitions}
+    followers = [i for i in (1, 2, 3) if i not in leaders]
+    victim = next((i for i in followers if i != status["controller"]), followers[0])
+    cluster.kill(victim)
+    keel(cluster, "produce", "lag", stdin="".join(f"b{i}\n" for i in range(20)))
+
+    def victim_lags():
+        current = lags(cluster, "lag")
+        behind = [current[("lag", p)][victim] for p in (0, 1)]
+        # The others catch up; the dead broker's replicas stay where it died.
+        others = [l for key, ls in current.items() if key[0] == "lag" for i, l in ls.items() if i != victim]
+        return all(b is not None and b > 0 for b in behind) and others == [0] * 4 and behind
+
+    assert wait_until("the killed broker's replicas lag", victim_lags, cluster=cluster) == [10, 10]
+    human = keel(cluster, "cluster", "status").stdout
+    assert f"{victim}:10(-10)" in human and "2 of 9 replicas behind their leaders" in human, human
+
+    cluster.start(victim)
+    wait_until("the restarted broker caught up", lambda: all_caught_up(cluster, "lag", 2), cluster=cluster)
+    assert "all 9 replicas are caught up with their leaders" in keel(cluster, "cluster", "status").stdout
 
 
 def test_refused_connection_names_the_address_and_keel_dev(tmp_path):
