@@ -53,7 +53,10 @@ impl FaultKind {
     fn parse(name: &str) -> Result<FaultKind, String> {
         FaultKind::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
             let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown fault {name:?} (known: all, none, or a comma-separated list of {})", names.join(", "))
+            format!(
+                "unknown fault {name:?} (known: all, all,-KIND.., none, or a comma-separated list of {})",
+                names.join(", ")
+            )
         })
     }
 }
@@ -61,8 +64,11 @@ impl FaultKind {
 /// Which faults a run may inject.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Faults {
-    /// Swarm testing: the seed draws which kinds are on.
-    All,
+    /// Swarm testing: the seed draws which kinds are on, from all but the excluded
+    /// ones (`all`, or `all,-corrupt,-power`).
+    All {
+        except: Vec<FaultKind>,
+    },
     None,
     /// Exactly these kinds are on (the seed still draws their rates).
     List(Vec<FaultKind>),
@@ -71,22 +77,48 @@ pub enum Faults {
 impl Faults {
     pub fn parse(text: &str) -> Result<Faults, String> {
         match text {
-            "all" => Ok(Faults::All),
             "none" => Ok(Faults::None),
             list => {
-                let mut kinds = list.split(',').map(|n| FaultKind::parse(n.trim())).collect::<Result<Vec<_>, _>>()?;
-                kinds.sort();
-                kinds.dedup();
-                Ok(Faults::List(kinds))
+                let mut names = list.split(',').map(str::trim);
+                if list.starts_with("all") {
+                    names.next();
+                    let except = names
+                        .map(|n| {
+                            n.strip_prefix('-')
+                                .ok_or_else(|| format!("after all, only exclusions like -corrupt (found {n:?})"))
+                                .and_then(FaultKind::parse)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    return Ok(Faults::All { except: sorted(except) });
+                }
+                Ok(Faults::List(sorted(names.map(FaultKind::parse).collect::<Result<Vec<_>, _>>()?)))
             }
         }
     }
+
+    /// The kinds a swarm may draw from, or that are on.
+    pub fn kinds(&self) -> Vec<FaultKind> {
+        match self {
+            Faults::All { except } => FaultKind::ALL.into_iter().filter(|k| !except.contains(k)).collect(),
+            Faults::None => Vec::new(),
+            Faults::List(kinds) => kinds.clone(),
+        }
+    }
+}
+
+fn sorted(mut kinds: Vec<FaultKind>) -> Vec<FaultKind> {
+    kinds.sort();
+    kinds.dedup();
+    kinds
 }
 
 impl fmt::Display for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Faults::All => f.write_str("all"),
+            Faults::All { except } => {
+                f.write_str("all")?;
+                except.iter().try_for_each(|k| write!(f, ",-{}", k.name()))
+            }
             Faults::None => f.write_str("none"),
             Faults::List(kinds) => {
                 let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
@@ -109,7 +141,13 @@ pub struct SimConfig {
 
 impl SimConfig {
     pub fn new(seed: u64) -> SimConfig {
-        SimConfig { seed, brokers: 5, partitions: 8, duration: Duration::from_secs(60), faults: Faults::All }
+        SimConfig {
+            seed,
+            brokers: 5,
+            partitions: 8,
+            duration: Duration::from_secs(60),
+            faults: Faults::All { except: Vec::new() },
+        }
     }
 
     /// The flags that reproduce this config, after `--seed N`.
@@ -240,5 +278,11 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(Faults::parse("partition,kill").unwrap().to_string(), "kill,partition");
+        let swarm = Faults::parse("all,-power,-corrupt").unwrap();
+        assert_eq!(swarm.to_string(), "all,-corrupt,-power");
+        assert_eq!(Faults::parse(&swarm.to_string()).unwrap(), swarm);
+        assert!(!swarm.kinds().contains(&FaultKind::Corrupt));
+        assert_eq!(Faults::parse("all").unwrap().kinds().len(), FaultKind::ALL.len());
+        assert!(Faults::parse("all,kill").is_err());
     }
 }

@@ -32,14 +32,16 @@ impl Plan {
     pub fn draw(config: &SimConfig) -> Plan {
         let mut rng = Rng::new(config.seed, 0x5741_524d);
         let kinds = match &config.faults {
-            Faults::None => Vec::new(),
-            Faults::List(kinds) => kinds.clone(),
-            Faults::All => loop {
-                let kinds: Vec<_> = FaultKind::ALL.into_iter().filter(|_| rng.chance(0.5)).collect();
-                if !kinds.is_empty() {
-                    break kinds;
+            Faults::All { .. } => {
+                let eligible = config.faults.kinds();
+                loop {
+                    let kinds: Vec<_> = eligible.iter().copied().filter(|_| rng.chance(0.5)).collect();
+                    if !kinds.is_empty() || eligible.is_empty() {
+                        break kinds;
+                    }
                 }
-            },
+            }
+            other => other.kinds(),
         };
         let gap_low = rng.range(200, 3_000);
         let hold_low = rng.range(500, 4_000);

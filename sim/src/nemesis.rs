@@ -35,13 +35,19 @@ const EPISODES: [FaultKind; 5] =
 const NOISE: [FaultKind; 3] = [FaultKind::Loss, FaultKind::Duplicate, FaultKind::Delay];
 
 impl Nemesis {
-    pub fn new(cluster: Arc<Cluster>, network: Arc<Network>, plan: Plan, log: Logger) -> Nemesis {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        network: Arc<Network>,
+        plan: Plan,
+        log: Logger,
+        injected: Arc<AtomicUsize>,
+    ) -> Nemesis {
         Nemesis {
             cluster,
             network,
             plan,
             log,
-            injected: Arc::new(AtomicUsize::new(0)),
+            injected,
             killed: BTreeSet::new(),
             paused: BTreeSet::new(),
             corrupted: BTreeSet::new(),

@@ -1,7 +1,7 @@
 //! One simulation run: the cluster, the workload, the nemesis, the heal, the
 //! final read and the checker's verdict, all from one seed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,14 @@ pub struct Outcome {
 struct Ran {
     history: History,
     failures: Vec<String>,
-    ops: usize,
-    acked: usize,
-    faults: usize,
-    net: NetCounts,
-    simulated: Duration,
+}
+
+/// What the simulation shares with the code outside it, so a run that
+/// panicked still reports how far it got.
+struct Shared {
+    recorder: Arc<workload::Recorder>,
+    network: Arc<Network>,
+    injected: Arc<AtomicUsize>,
 }
 
 /// Runs the simulation of `config` on its own madsim runtime (this thread).
@@ -61,13 +64,25 @@ pub fn run(config: &SimConfig) -> Outcome {
     let plan = Plan::draw(config);
     trace.append(&format!("faults: {}\n", plan.describe()));
     let logger = trace.logger_at(slog::Level::Info);
+    let shared = Shared {
+        recorder: Arc::new(workload::Recorder::new(logger.new(o!("sim" => "client")))),
+        network: Arc::new(Network::new(config.seed)),
+        injected: Arc::new(AtomicUsize::new(0)),
+    };
     let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A hung simulation ends as a failure rather than running forever.
     let limit = config.duration + LIVENESS_DEADLINE + FINAL_READ_DEADLINE + Duration::from_secs(300);
     runtime.set_time_limit(limit);
     let simulated = {
         let (config, plan) = (config.clone(), plan.clone());
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || runtime.block_on(simulate(config, plan, logger))))
+        let shared = Shared {
+            recorder: shared.recorder.clone(),
+            network: shared.network.clone(),
+            injected: shared.injected.clone(),
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            runtime.block_on(simulate(config, plan, logger, shared))
+        }))
     };
     let mut failures = Vec::new();
     let (report, ran) = match simulated {
@@ -109,9 +124,15 @@ pub fn run(config: &SimConfig) -> Outcome {
     for failure in &failures {
         details.push_str(&format!("{failure}\n"));
     }
-    let (ops, acked, faults, net, simulated) = ran
-        .as_ref()
-        .map_or((0, 0, 0, NetCounts::default(), Duration::ZERO), |r| (r.ops, r.acked, r.faults, r.net, r.simulated));
+    let (ops, acked) = shared.recorder.counts();
+    let faults = shared.injected.load(Ordering::Relaxed);
+    let net = shared.network.counts();
+    // The simulated time of the last line logged (a panicked run has no other clock left).
+    let simulated = text
+        .lines()
+        .rev()
+        .find_map(|line| line.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
     trace.append(&format!(
         "summary: operations {ops}, acknowledged writes {acked}, faults {faults}, elections {elections}, simulated {:.3}s\n",
         simulated.as_secs_f64()
@@ -141,16 +162,16 @@ pub fn run(config: &SimConfig) -> Outcome {
     }
 }
 
-async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger) -> Ran {
+async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: Shared) -> Ran {
     let handle = Handle::current();
     let log = logger.new(o!("sim" => "nemesis"));
-    let network = Arc::new(Network::new(config.seed));
+    let network = shared.network;
     let cluster = Arc::new(Cluster::start(&handle, config.seed, config.brokers, network.clone(), &logger));
     let client = handle.create_node().name("client").ip(address(CLIENT_HOST, 0).ip()).build();
     let workload = Arc::new(Workload {
         bootstrap: cluster.bootstrap(),
         partitions: i32::from(config.partitions),
-        recorder: workload::Recorder::new(logger.new(o!("sim" => "client"))),
+        recorder: shared.recorder,
         stop: AtomicBool::new(false),
         seed: config.seed,
     });
@@ -166,8 +187,8 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger) -> Ran {
     }
 
     let end = tokio::time::Instant::now() + config.duration;
-    let mut nemesis = Nemesis::new(cluster.clone(), network.clone(), plan.clone(), log.clone());
-    let injected = nemesis.injected.clone();
+    let injected = shared.injected;
+    let mut nemesis = Nemesis::new(cluster.clone(), network.clone(), plan.clone(), log.clone(), injected.clone());
     let noisy = noise(network.clone(), plan, log.clone(), injected.clone(), config.seed, end);
     tokio::join!(nemesis.run(config.seed, end), noisy);
     tokio::time::sleep_until(end).await;
@@ -197,14 +218,5 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger) -> Ran {
     for (b, how) in cluster.exited() {
         failures.push(format!("broker {b} exited after the heal: {how}"));
     }
-    let (ops, acked) = workload.recorder.counts();
-    Ran {
-        history: workload.recorder.finish(),
-        failures,
-        ops,
-        acked,
-        faults: injected.load(Ordering::Relaxed),
-        net: network.counts(),
-        simulated: madsim::time::TimeHandle::current().elapsed(),
-    }
+    Ran { history: workload.recorder.finish(), failures }
 }

@@ -101,7 +101,7 @@ impl Recorder {
 pub struct Workload {
     pub bootstrap: Vec<String>,
     pub partitions: i32,
-    pub recorder: Recorder,
+    pub recorder: Arc<Recorder>,
     pub stop: AtomicBool,
     pub seed: u64,
 }

@@ -37,9 +37,9 @@ mod sim_main {
   keel-sim run --seed N [--brokers 3..7 (5)] [--partitions N (8)] [--duration 60s] [--faults all|none|LIST] [--trace FILE (./sim-N.trace)]
   keel-sim replay TRACE
   keel-sim sweep --seeds A..B [--jobs 2] [--brokers 5] [--partitions 8] [--duration 60s] [--faults all] [--trace-dir DIR (.)]
-faults: all (the seed draws which are on), none, or a comma-separated list of
+faults: all (the seed draws which are on; all,-corrupt leaves corrupt out), none, or a list of
   kill, pause, partition, loss, duplicate, delay, corrupt, power
-exit status: 0 valid, 1 invalid (or a replay that differs), 2 usage";
+exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whose trace differs";
 
     pub fn main(args: Vec<String>) -> i32 {
         let result = match args.first().map(String::as_str) {
@@ -155,7 +155,11 @@ exit status: 0 valid, 1 invalid (or a replay that differs), 2 usage";
             }
         }
         summary(&config, &outcome, &new_path);
-        Ok(if outcome.valid && identical { 0 } else { 1 })
+        Ok(match (outcome.valid, identical) {
+            (true, true) => 0,
+            (false, _) => 1,
+            (true, false) => 3,
+        })
     }
 
     fn parse_seeds(text: &str) -> Result<(u64, u64), String> {
