@@ -38,7 +38,7 @@ done
 # The recorded traces must still pass (identical bytes only on the build that recorded them: exit 3).
 for trace in traces/*.trace; do
   status=0
-  "$keel_sim" replay "$trace" >"$sim_out/replay.out" || status=$?
+  "$keel_sim" replay "$trace" --trace "$sim_out/replay.trace" >"$sim_out/replay.out" || status=$?
   if [ "$status" != 0 ] && [ "$status" != 3 ]; then
     cat "$sim_out/replay.out" >&2
     exit 1

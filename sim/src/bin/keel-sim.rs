@@ -35,7 +35,7 @@ mod sim_main {
 
     const USAGE: &str = "usage:
   keel-sim run --seed N [--brokers 3..7 (5)] [--partitions N (8)] [--duration 60s] [--faults all|none|LIST] [--trace FILE (./sim-N.trace)]
-  keel-sim replay TRACE
+  keel-sim replay TRACE [--trace NEW (./NAME.replay.trace)]
   keel-sim sweep --seeds A..B [--jobs 2] [--brokers 5] [--partitions 8] [--duration 60s] [--faults all] [--trace-dir DIR (.)]
 faults: all (the seed draws which are on; all,-corrupt leaves corrupt out), none, or a list of
   kill, pause, partition, loss, duplicate, delay, corrupt, power
@@ -120,13 +120,19 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
     }
 
     fn cmd_replay(args: &[String]) -> Result<i32, String> {
-        let [path] = args else { return Err("replay takes one trace file".into()) };
+        let (path, new_path) = match args {
+            [path] => {
+                let name = Path::new(path).file_stem().map_or("sim".into(), |s| s.to_string_lossy().into_owned());
+                (path, PathBuf::from(format!("{name}.replay.trace")))
+            }
+            [path, flag, out] if flag == "--trace" => (path, PathBuf::from(out)),
+            _ => return Err("replay takes a trace file, and optionally --trace FILE for the new trace".into()),
+        };
         let old = std::fs::read(path).map_err(|e| format!("reading {path}: {e}"))?;
         let old_text = String::from_utf8_lossy(&old).into_owned();
         let (config, old_build) = parse_header(&old_text).map_err(|e| format!("{path}: {e}"))?;
         println!("replaying {path}: {}", command(&config));
         let outcome = run(&config);
-        let new_path = PathBuf::from(format!("{path}.replay"));
         write_trace(&new_path, &outcome)?;
         let identical = outcome.trace == old;
         if identical {
