@@ -6,6 +6,7 @@
 //! sweeps seeds; see `traces/README.md`.
 
 pub mod config;
+pub mod invariants;
 pub mod rng;
 pub mod trace;
 

@@ -1,0 +1,49 @@
+//! Invariants checked over a run's trace, beyond the client-visible history
+//! the checker judges.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Raft's election safety: at most one leader per term of each group. Every
+/// broker logs "became leader at term T" with its raft id and group; two
+/// different ids for one (group, term) is a violation, reported one per line.
+pub fn one_leader_per_term(trace: &str) -> Vec<String> {
+    let mut leaders: BTreeMap<(&str, u64), BTreeSet<u64>> = BTreeMap::new();
+    for line in trace.lines().filter(|l| l.contains("became leader at term")) {
+        let field = |key: &str| line.split(", ").find_map(|kv| kv.strip_prefix(key));
+        let parsed = (field("group: "), field("term: ").and_then(|t| t.parse().ok()), field("raft_id: "));
+        if let (Some(group), Some(term), Some(Ok(id))) = (parsed.0, parsed.1, parsed.2.map(str::parse::<u64>)) {
+            leaders.entry((group, term)).or_default().insert(id);
+        }
+    }
+    leaders
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((group, term), ids)| format!("invariant: group {group} had leaders {ids:?} in term {term}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(term: u64, id: u64, group: &str) -> String {
+        format!(
+            "     1.000 INFO became leader at term {term}, term: {term}, raft_id: {id}, group: {group}, node: {id}, broker: {id}\n"
+        )
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_of_one_group_are_reported() {
+        let trace = [line(1, 1, "metadata"), line(1, 2, "metadata"), line(2, 3, "metadata")].concat();
+        assert_eq!(one_leader_per_term(&trace), ["invariant: group metadata had leaders {1, 2} in term 1"]);
+    }
+
+    #[test]
+    fn successive_terms_and_different_groups_are_fine() {
+        let trace =
+            [line(1, 1, "metadata"), line(2, 2, "metadata"), line(1, 3, "b10da48c-0"), line(1, 3, "b10da48c-0")]
+                .concat();
+        assert!(one_leader_per_term(&trace).is_empty());
+        assert!(one_leader_per_term("").is_empty());
+    }
+}
