@@ -222,6 +222,14 @@ impl RaftLog {
                 || (s.first_index <= index && index <= s.last_index && self.terms.term(index) == Some(term))
         });
         if !continues {
+            // Neither an interrupted snapshot install (the old log starts at or
+            // below the new snapshot) nor a compaction (the snapshot is written
+            // before segments go) leaves a log starting past snapshot + 1: that
+            // is lost or damaged state files. Refuse; never drop the data.
+            if let Some(first) = self.segments.first().filter(|s| s.first_index > index + 1) {
+                let reason = format!("the log begins at index {} after the snapshot at {index}", first.first_index);
+                return Err(corrupt_state(&format!("{}snapshot", self.prefix), reason));
+            }
             let first_dropped = self.segments.first().map_or(index + 1, |s| s.first_index.max(index + 1));
             self.refuse_to_drop_committed(first_dropped)?;
             for segment in std::mem::take(&mut self.segments) {
