@@ -45,6 +45,9 @@ for trace in traces/*.trace; do
   fi
 done
 
+step "fuzzing: every keel-fuzz target under libFuzzer, 20 s each"
+ci/fuzz.sh
+
 step "end-to-end: unmodified Kafka clients against keel broker processes"
 if ! command -v kcat >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
