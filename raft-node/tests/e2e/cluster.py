@@ -26,7 +26,7 @@ def free_ports(n):
 
 
 class Cluster:
-    def __init__(self, root, brokers=3):
+    def __init__(self, root, brokers=3, extra_config=""):
         self.root = Path(root)
         ports = free_ports(2 * brokers)
         self.ids = list(range(1, brokers + 1))
@@ -39,7 +39,7 @@ class Cluster:
                 f'node_id = {i}\ndata_dir = "{self.root}/data-{i}"\n'
                 f'[kafka]\nlisten = "127.0.0.1:{self.kafka[i]}"\n'
                 f'[raft]\nlisten = "127.0.0.1:{self.raft[i]}"\ntick_ms = 50\n'
-                f"{members}"
+                f"{members}{extra_config}"
             )
 
     @property

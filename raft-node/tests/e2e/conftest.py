@@ -4,9 +4,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cluster import Cluster, wait_until
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path, brokers=3)
+def running_cluster(root, extra_config=""):
+    """Three brokers (each config ending with `extra_config`), yielded once all registered."""
+    c = Cluster(root, brokers=3, extra_config=extra_config)
     c.start_all()
     try:
         admin = AdminClient({"bootstrap.servers": c.bootstrap})
@@ -14,6 +14,11 @@ def cluster(tmp_path):
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    yield from running_cluster(tmp_path)
 
 
 def create_topic(cluster, name, partitions=3, replication=3):

@@ -8,7 +8,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster import Cluster, wait_until
+from cluster import wait_until
+from conftest import running_cluster
 
 COUNT = 400
 RETENTION_BYTES = 4000
@@ -16,18 +17,8 @@ RETENTION_BYTES = 4000
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path, brokers=3)
     # Retention passes every 200 ms instead of every 10 s.
-    for i in c.ids:
-        with open(c.root / f"broker-{i}.toml", "a") as f:
-            f.write("[storage]\nretention_check_ms = 200\n")
-    c.start_all()
-    try:
-        admin = AdminClient({"bootstrap.servers": c.bootstrap})
-        wait_until("3 registered brokers", lambda: len(admin.list_topics(timeout=2).brokers) == 3, cluster=c)
-        yield c
-    finally:
-        c.stop_all()
+    yield from running_cluster(tmp_path, "[storage]\nretention_check_ms = 200\n")
 
 
 def value(i):
