@@ -296,9 +296,14 @@ impl<M: Machine> Replica<M> {
     /// One round of raft's Ready protocol.
     pub fn handle_ready(&mut self, outbox: &mut Outbox) -> Result<(), ReplicaError> {
         if self.commit_behind && self.ticks_since_commit_sync >= COMMIT_SYNC_TICKS {
-            // Outside a Ready every entry is durable, so raft's commit fits the log.
-            let hs = self.raw.raft.hard_state();
+            // Raft may already hold entries a peer sent since the last Ready,
+            // and a commit covering them: only what the log holds is stored.
+            let mut hs = self.raw.raft.hard_state();
+            let commit = hs.commit;
+            let durable = commit.min(self.raw.store().last_index());
+            hs.commit = durable;
             self.store_hard_state(hs)?;
+            self.commit_behind = durable != commit;
         }
         if !self.raw.has_ready() {
             return Ok(());

@@ -1,5 +1,5 @@
-//! Retention and snapshots across three partition replicas, in process: each
-//! replica on its own `FaultyDisk`, raft messages routed by hand (in order,
+//! Partition replicas in process: three replicas of one partition, each on
+//! its own `FaultyDisk`, raft messages routed by hand (in order,
 //! deterministic, no sleeps), time passed in.
 //!
 //! - retention deletes whole segments below the cut on every replica, moves
@@ -11,7 +11,9 @@
 //! - a replica restarted (after a power loss) after compaction recovers the
 //!   same state from its snapshot and log;
 //! - along the way, the leader (and only it) reports each replica's log end
-//!   offset: lagging while cut off, unknown once compacted past, caught up after.
+//!   offset: lagging while cut off, unknown once compacted past, caught up after;
+//! - a follower's delayed commit sync stores only a commit its log holds,
+//!   whatever raft learned since its last Ready.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
 use raft::eraftpb::{Entry, MessageType};
 use raft_node::group_id::GroupId;
-use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine};
+use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine, ProduceResult};
 use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv};
 use raft_node::storage::{FaultyDisk, LogConfig};
 use tokio::sync::oneshot;
@@ -146,21 +148,38 @@ impl Cluster {
     /// Produces `count` one-record batches with acks=all; batch `i` (offset
     /// `i`) has timestamp `i * 1000`.
     fn produce(&mut self, count: i64) {
-        let leader = self.leader();
         for _ in 0..count {
-            let offset = self.produced;
-            let spec = BatchSpec {
-                first_timestamp: offset * 1000,
-                max_timestamp: offset * 1000,
-                payload: payload(offset),
-                ..BatchSpec::default()
-            };
-            let batch = RecordBatch::read(encode(&spec)).expect("valid batch");
-            let (tx, mut rx) = oneshot::channel();
-            self.replicas.get_mut(&leader).expect("leader").produce(batch, Acks::All, tx);
+            let (offset, mut rx) = self.start_produce();
             self.settle();
             assert_eq!(rx.try_recv(), Ok(Ok(offset)), "acks=all produce of offset {offset}");
             self.produced += 1;
+        }
+    }
+
+    /// Hands the next batch to the leader; nothing moves until Readys are handled.
+    fn start_produce(&mut self) -> (i64, oneshot::Receiver<ProduceResult>) {
+        let leader = self.leader();
+        let offset = self.produced;
+        let spec = BatchSpec {
+            first_timestamp: offset * 1000,
+            max_timestamp: offset * 1000,
+            payload: payload(offset),
+            ..BatchSpec::default()
+        };
+        let batch = RecordBatch::read(encode(&spec)).expect("valid batch");
+        let (tx, rx) = oneshot::channel();
+        self.replicas.get_mut(&leader).expect("leader").produce(batch, Acks::All, tx);
+        (offset, rx)
+    }
+
+    /// Handles replica `id`'s Ready and steps its messages into their
+    /// receivers, without handling theirs.
+    fn ready_of(&mut self, id: u64) {
+        let mut outbox = Outbox::default();
+        let result = self.replicas.get_mut(&id).expect("replica").handle_ready(&mut outbox);
+        assert!(result.is_ok(), "replica {id}: {result:?}");
+        for (_, message) in outbox.messages {
+            self.replicas.get_mut(&message.to).expect("known replica").step(message);
         }
     }
 
@@ -371,4 +390,35 @@ fn a_leader_keeps_what_an_active_follower_still_needs() {
     assert_eq!(committed_entries(c.replica(behind)).last(), committed_entries(c.replica(leader)).last());
     // Caught up, it no longer holds retention back.
     assert!(c.retain(leader, 0, everything_but_the_active_segment).is_some_and(|later| later > behind_last));
+}
+
+/// A follower can step the leader's entries and then the commit covering
+/// them before its next Ready. When its commit sync, delayed some ticks, comes
+/// due at that Ready, it must store only what its log holds: it once stored
+/// raft's commit, beyond its log, and the replica failed (seen as a killed
+/// broker that never caught up in the end-to-end failover test).
+#[test]
+fn a_delayed_commit_sync_stores_no_commit_beyond_the_log() {
+    let mut c = Cluster::new();
+    let leader = c.leader();
+    let followers: Vec<u64> = IDS.into_iter().filter(|&id| id != leader).collect();
+    let (slow, quick) = (followers[0], followers[1]);
+    // Enough rounds for the slow follower's delay to run out during one.
+    for _ in 0..30 {
+        c.replicas.values_mut().for_each(|r| r.tick());
+        let (offset, mut rx) = c.start_produce();
+        c.ready_of(leader); // the entry goes out to both followers
+        c.ready_of(quick); // one persists it and acknowledges
+        c.ready_of(leader); // committed: the new commit goes out to both
+        c.ready_of(slow); // entry and commit arrive in one Ready
+        c.settle();
+        assert_eq!(rx.try_recv(), Ok(Ok(offset)));
+        c.produced += 1;
+    }
+    for &id in &IDS {
+        let log = c.replica(id).log();
+        assert!(log.hard_state().commit <= log.last_index(), "replica {id}");
+        let commit = log.hard_state().commit;
+        assert_eq!(committed_entries(c.replica(id)), entries_through(c.replica(leader), commit), "replica {id}");
+    }
 }
