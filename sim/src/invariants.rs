@@ -22,6 +22,18 @@ pub fn one_leader_per_term(trace: &str) -> Vec<String> {
         .collect()
 }
 
+/// A broker in critical trouble (a replica failed and stopped serving) is a
+/// bug unless the nemesis cut its disk's power: a replica whose disk died
+/// must stop. Reported one per line, at most three.
+pub fn no_critical_trouble(trace: &str) -> Vec<String> {
+    trace
+        .lines()
+        .filter(|l| l.contains(" CRIT ") && !l.contains("power failure"))
+        .take(3)
+        .map(|l| format!("invariant: {}", l.trim()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +48,20 @@ mod tests {
     fn two_leaders_in_one_term_of_one_group_are_reported() {
         let trace = [line(1, 1, "metadata"), line(1, 2, "metadata"), line(2, 3, "metadata")].concat();
         assert_eq!(one_leader_per_term(&trace), ["invariant: group metadata had leaders {1, 2} in term 1"]);
+    }
+
+    #[test]
+    fn critical_trouble_is_reported_unless_the_disk_lost_power() {
+        let failed = |error: &str| {
+            format!("     2.000 CRIT partition replica failed; it stops serving, error: {error}, group: g-0, node: 1\n")
+        };
+        let trace =
+            [failed("storage: I/O on p-0.log: power failure"), failed("storage: commit 6 is beyond the last index 2")]
+                .concat();
+        let found = no_critical_trouble(&trace);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("commit 6 is beyond"), "{found:?}");
+        assert!(no_critical_trouble(&failed("storage: power failure")).is_empty());
     }
 
     #[test]

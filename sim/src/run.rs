@@ -103,12 +103,7 @@ pub fn run(config: &SimConfig) -> Outcome {
     let text = String::from_utf8_lossy(&trace.contents()).into_owned();
     let elections = text.matches("became leader at term").count();
     failures.extend(crate::invariants::one_leader_per_term(&text));
-    // Once every fault is off, no broker may still be in critical trouble.
-    if let Some((_, healed)) = text.split_once("heal: all faults off") {
-        for line in healed.lines().filter(|l| l.contains(" CRIT ")).take(3) {
-            failures.push(format!("after the heal: {}", line.trim()));
-        }
-    }
+    failures.extend(crate::invariants::no_critical_trouble(&text));
     let mut reasons = Vec::new();
     if let Some(report) = &report {
         if !report.valid {

@@ -161,7 +161,7 @@ impl State {
             }
         }
         if self.down {
-            return Err(io::Error::other("power failure"));
+            return Err(power_failure());
         }
         Ok(())
     }
@@ -201,6 +201,10 @@ impl Disk for FaultyDisk {
     }
 }
 
+fn power_failure() -> io::Error {
+    io::Error::other("power failure")
+}
+
 fn not_found(name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file (removed, or the handle predates a crash)"))
 }
@@ -215,6 +219,10 @@ impl FaultyFile {
     fn with_file<T>(&self, mutating: bool, f: impl FnOnce(&mut FileState, &mut State) -> T) -> io::Result<T> {
         let mut guard = self.disk.lock();
         let state = &mut *guard;
+        // A disk without power answers nothing else, whatever the handle.
+        if state.down {
+            return Err(power_failure());
+        }
         if state.files.get(&self.name).is_none_or(|file| file.id != self.id) {
             return Err(not_found(&self.name));
         }

@@ -195,6 +195,7 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
             }
         }
         let (first, last) = seeds.ok_or("sweep needs --seeds A..B")?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("--trace-dir {}: {e}", dir.display()))?;
         let jobs = jobs.max(1);
         let started = Instant::now();
         let next = Arc::new(AtomicUsize::new(0));
