@@ -10,6 +10,7 @@ mod assign;
 mod command;
 mod config;
 mod error;
+mod producer_ids;
 mod snapshot;
 mod topic;
 
@@ -21,6 +22,7 @@ pub use config::{
     DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES,
 };
 pub use error::MetadataError;
+pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 pub use topic::{
     validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
 };
@@ -35,6 +37,10 @@ pub struct ClusterMetadata {
     epoch: u64,
     brokers: BTreeMap<BrokerId, Broker>,
     topics: BTreeMap<String, Topic>,
+    /// One past the last producer id allocated.
+    next_producer_id: i64,
+    /// The newest block of producer ids of each broker that asked for one.
+    producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
     /// Derived from `topics` (not serialized): lookups by id, as Fetch v13+ does.
     names_by_id: BTreeMap<TopicId, String>,
 }
@@ -50,6 +56,7 @@ impl ClusterMetadata {
                 self.create_topic(name, id, partitions, replication_factor, configs)?
             }
             Command::DeleteTopic { name } => self.delete_topic(name)?,
+            Command::AllocateProducerIds { broker } => self.allocate_producer_ids(broker)?,
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));
@@ -113,6 +120,16 @@ impl ClusterMetadata {
         Ok(Outcome::TopicDeleted { name, topic })
     }
 
+    fn allocate_producer_ids(&mut self, broker: BrokerId) -> Result<Outcome, MetadataError> {
+        if !self.brokers.contains_key(&broker) {
+            return Err(MetadataError::UnknownBroker(broker));
+        }
+        let block = producer_ids::allocate(self.next_producer_id).ok_or(MetadataError::ProducerIdsExhausted)?;
+        self.next_producer_id = block.end();
+        self.producer_id_blocks.insert(broker, block);
+        Ok(Outcome::ProducerIdsAllocated { broker, block })
+    }
+
     /// The number of commands accepted so far.
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -135,6 +152,16 @@ impl ClusterMetadata {
     pub fn topic_by_id(&self, id: &TopicId) -> Option<(&str, &Topic)> {
         let name = self.names_by_id.get(id)?;
         self.topics.get(name).map(|topic| (name.as_str(), topic))
+    }
+
+    /// The newest block of producer ids allocated to `broker`.
+    pub fn producer_id_block(&self, broker: BrokerId) -> Option<ProducerIdBlock> {
+        self.producer_id_blocks.get(&broker).copied()
+    }
+
+    /// Whether `id` was ever handed out in a block.
+    pub fn is_allocated_producer_id(&self, id: i64) -> bool {
+        (0..self.next_producer_id).contains(&id)
     }
 
     /// By ascending name.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::producer_ids::ProducerIdBlock;
 use super::topic::{Broker, BrokerId, Topic, TopicId};
 
 /// One entry of the metadata raft log.
@@ -28,6 +29,10 @@ pub enum Command {
     },
     DeleteTopic {
         name: String,
+    },
+    /// Hands `broker` the next block of producer ids.
+    AllocateProducerIds {
+        broker: BrokerId,
     },
 }
 
@@ -62,5 +67,9 @@ pub enum Outcome {
     TopicDeleted {
         name: String,
         topic: Topic,
+    },
+    ProducerIdsAllocated {
+        broker: BrokerId,
+        block: ProducerIdBlock,
     },
 }

@@ -27,6 +27,10 @@ pub enum MetadataError {
     InvalidConfig(#[from] ConfigError),
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("broker {0} is not registered")]
+    UnknownBroker(super::topic::BrokerId),
+    #[error("producer ids are exhausted")]
+    ProducerIdsExhausted,
 }
 
 impl MetadataError {
@@ -44,6 +48,8 @@ impl MetadataError {
             MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+            // Brokers ask for producer ids on their own behalf, not a client's.
+            MetadataError::UnknownBroker(_) | MetadataError::ProducerIdsExhausted => ErrorCode::UnknownServerError,
         }
     }
 }

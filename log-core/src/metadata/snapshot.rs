@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::command::DecodeError;
 use super::config::TopicConfig;
+use super::producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 use super::topic::{self, Broker, BrokerId, PartitionAssignment, Topic, TopicId};
 use super::{ClusterMetadata, MAX_PARTITIONS};
 
@@ -17,6 +18,8 @@ struct StateRef<'a> {
     epoch: u64,
     brokers: &'a BTreeMap<BrokerId, Broker>,
     topics: &'a BTreeMap<String, Topic>,
+    next_producer_id: i64,
+    producer_id_blocks: &'a BTreeMap<BrokerId, ProducerIdBlock>,
 }
 
 /// The same fields read back, unchecked: topics and assignments exist only
@@ -26,6 +29,11 @@ struct State {
     epoch: u64,
     brokers: BTreeMap<BrokerId, Broker>,
     topics: BTreeMap<String, TopicState>,
+    /// Absent from states written before producer ids existed.
+    #[serde(default)]
+    next_producer_id: i64,
+    #[serde(default)]
+    producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
 }
 
 #[derive(Deserialize)]
@@ -49,16 +57,23 @@ impl From<TopicState> for Topic {
 
 impl Serialize for ClusterMetadata {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        StateRef { epoch: self.epoch, brokers: &self.brokers, topics: &self.topics }.serialize(serializer)
+        StateRef {
+            epoch: self.epoch,
+            brokers: &self.brokers,
+            topics: &self.topics,
+            next_producer_id: self.next_producer_id,
+            producer_id_blocks: &self.producer_id_blocks,
+        }
+        .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for ClusterMetadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let State { epoch, brokers, topics } = State::deserialize(deserializer)?;
+        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks } = State::deserialize(deserializer)?;
         let topics: BTreeMap<String, Topic> = topics.into_iter().map(|(name, t)| (name, t.into())).collect();
         let names_by_id = topics.iter().map(|(name, t)| (t.id, name.clone())).collect();
-        let state = ClusterMetadata { epoch, brokers, topics, names_by_id };
+        let state = ClusterMetadata { epoch, brokers, topics, next_producer_id, producer_id_blocks, names_by_id };
         state.check().map_err(serde::de::Error::custom)?;
         Ok(state)
     }
@@ -108,6 +123,29 @@ impl ClusterMetadata {
                     return fail("a replica is on an unregistered broker");
                 }
             }
+        }
+        self.check_producer_ids()
+    }
+
+    /// Every block was allocated (below the counter) to a registered broker,
+    /// and no two blocks share an id.
+    fn check_producer_ids(&self) -> Result<(), String> {
+        if self.next_producer_id < 0 {
+            return Err("negative producer id counter".into());
+        }
+        let mut blocks: Vec<(ProducerIdBlock, BrokerId)> =
+            self.producer_id_blocks.iter().map(|(broker, block)| (*block, *broker)).collect();
+        blocks.sort();
+        for (block, broker) in &blocks {
+            if !self.brokers.contains_key(broker) {
+                return Err(format!("producer ids of unregistered broker {broker}"));
+            }
+            if block.first < 0 || block.first > self.next_producer_id - PRODUCER_ID_BLOCK_SIZE {
+                return Err(format!("producer id block {block:?} of broker {broker} was never allocated"));
+            }
+        }
+        if blocks.windows(2).any(|w| w[0].0.end() > w[1].0.first) {
+            return Err("two producer id blocks overlap".into());
         }
         Ok(())
     }

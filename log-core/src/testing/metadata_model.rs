@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::metadata::{BrokerId, ClusterMetadata, Command, Outcome, TopicId};
+use crate::metadata::{BrokerId, ClusterMetadata, Command, Outcome, TopicId, PRODUCER_ID_BLOCK_SIZE};
 use crate::ErrorCode;
 use bolero::TypeGenerator;
 
@@ -93,6 +93,10 @@ pub enum Op {
         configs: Option<[Option<ConfigPick>; 2]>,
     },
     Delete(Name),
+    AllocateProducerIds {
+        #[generator(-1..8)]
+        broker: BrokerId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, TypeGenerator)]
@@ -137,6 +141,7 @@ pub fn command(op: &Op) -> Command {
             }
         }
         Op::Delete(n) => Command::DeleteTopic { name: name(n) },
+        Op::AllocateProducerIds { broker } => Command::AllocateProducerIds { broker: *broker },
     }
 }
 
@@ -165,6 +170,8 @@ struct Model {
     epoch: u64,
     brokers: Vec<ModelBroker>,
     topics: Vec<ModelTopic>,
+    /// Every block of producer ids handed out, in order: (broker, first id).
+    producer_id_blocks: Vec<(BrokerId, i64)>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -243,6 +250,13 @@ impl Model {
                     return Err(ErrorCode::UnknownTopicOrPartition);
                 }
             }
+            Command::AllocateProducerIds { broker } => {
+                if !self.brokers.iter().any(|b| b.id == *broker) {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                let next = self.producer_id_blocks.len() as i64 * PRODUCER_ID_BLOCK_SIZE;
+                self.producer_id_blocks.push((*broker, next));
+            }
         }
         self.epoch += 1;
         Ok(())
@@ -318,6 +332,23 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
         assert_eq!(i64::from(config.segment_bytes()), number("segment.bytes", 1 << 30));
         assert_eq!(i64::from(config.max_message_bytes()), number("max.message.bytes", 1_048_588));
     }
+
+    for broker in -1..8 {
+        let newest = model.producer_id_blocks.iter().rev().find(|(b, _)| *b == broker);
+        assert_eq!(machine.producer_id_block(broker).map(|block| block.first), newest.map(|(_, first)| *first));
+    }
+    let allocated = model.producer_id_blocks.len() as i64 * PRODUCER_ID_BLOCK_SIZE;
+    for id in [-1, 0, allocated - 1, allocated] {
+        assert_eq!(machine.is_allocated_producer_id(id), (0..allocated).contains(&id), "producer id {id}");
+    }
+}
+
+/// A new block shares no id with any block handed out before, to any broker.
+fn check_new_block(model: &Model, first: i64) {
+    let end = first + PRODUCER_ID_BLOCK_SIZE;
+    for (broker, earlier) in &model.producer_id_blocks[..model.producer_id_blocks.len() - 1] {
+        assert!(end <= *earlier || earlier + PRODUCER_ID_BLOCK_SIZE <= first, "overlaps broker {broker}'s {earlier}");
+    }
 }
 
 pub fn run(ops: &[Op], restore_at: usize) {
@@ -361,6 +392,10 @@ pub fn run(ops: &[Op], restore_at: usize) {
             }
             (Ok(Outcome::TopicDeleted { name, topic }), Command::DeleteTopic { name: asked }) => {
                 assert_eq!((&name, Some(topic)), (asked, deleted));
+            }
+            (Ok(Outcome::ProducerIdsAllocated { broker, block }), Command::AllocateProducerIds { broker: asked }) => {
+                assert_eq!(broker, *asked);
+                check_new_block(&model, block.first);
             }
             (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
         }
