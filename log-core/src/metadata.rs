@@ -56,7 +56,7 @@ impl ClusterMetadata {
                 self.create_topic(name, id, partitions, replication_factor, configs)?
             }
             Command::DeleteTopic { name } => self.delete_topic(name)?,
-            Command::AllocateProducerIds { broker } => self.allocate_producer_ids(broker)?,
+            Command::AllocateProducerIds { broker, token } => self.allocate_producer_ids(broker, token)?,
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));
@@ -120,11 +120,11 @@ impl ClusterMetadata {
         Ok(Outcome::TopicDeleted { name, topic })
     }
 
-    fn allocate_producer_ids(&mut self, broker: BrokerId) -> Result<Outcome, MetadataError> {
+    fn allocate_producer_ids(&mut self, broker: BrokerId, token: u64) -> Result<Outcome, MetadataError> {
         if !self.brokers.contains_key(&broker) {
             return Err(MetadataError::UnknownBroker(broker));
         }
-        let block = producer_ids::allocate(self.next_producer_id).ok_or(MetadataError::ProducerIdsExhausted)?;
+        let block = producer_ids::allocate(self.next_producer_id, token).ok_or(MetadataError::ProducerIdsExhausted)?;
         self.next_producer_id = block.end();
         self.producer_id_blocks.insert(broker, block);
         Ok(Outcome::ProducerIdsAllocated { broker, block })

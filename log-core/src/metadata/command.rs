@@ -30,9 +30,11 @@ pub enum Command {
     DeleteTopic {
         name: String,
     },
-    /// Hands `broker` the next block of producer ids.
+    /// Hands `broker` the next block of producer ids, marked with `token`
+    /// (chosen by the proposer to recognise its own allocation).
     AllocateProducerIds {
         broker: BrokerId,
+        token: u64,
     },
 }
 

@@ -2,17 +2,22 @@
 //! Kafka's AllocateProducerIds): each broker then answers InitProducerId from
 //! its block without a round of consensus per producer. Blocks are taken in
 //! log order from one counter, so no two ever overlap, on any broker, across
-//! any restart.
+//! any restart. Commands carry no reply, so the proposer names its request
+//! with a token that the block keeps: the broker takes only the block with
+//! its token, never one it may have used before a restart, which a view
+//! lagging behind the log could otherwise show it as new.
 
 use serde::{Deserialize, Serialize};
 
 /// Ids per block: Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
-/// The ids `first .. first + PRODUCER_ID_BLOCK_SIZE`.
+/// The ids `first .. first + PRODUCER_ID_BLOCK_SIZE`, and the token of the
+/// request that allocated them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProducerIdBlock {
     pub first: i64,
+    pub token: u64,
 }
 
 impl ProducerIdBlock {
@@ -28,8 +33,8 @@ impl ProducerIdBlock {
 
 /// The block after `next`, or `None` when ids are exhausted (the block would
 /// reach past `i64::MAX`).
-pub(super) fn allocate(next: i64) -> Option<ProducerIdBlock> {
-    next.checked_add(PRODUCER_ID_BLOCK_SIZE).map(|_| ProducerIdBlock { first: next })
+pub(super) fn allocate(next: i64, token: u64) -> Option<ProducerIdBlock> {
+    next.checked_add(PRODUCER_ID_BLOCK_SIZE).map(|_| ProducerIdBlock { first: next, token })
 }
 
 #[cfg(test)]
@@ -41,9 +46,10 @@ mod tests {
 
     #[test]
     fn exhaustion_is_refused() {
-        assert_eq!(allocate(0), Some(ProducerIdBlock { first: 0 }));
-        assert_eq!(allocate(i64::MAX - PRODUCER_ID_BLOCK_SIZE), Some(ProducerIdBlock { first: i64::MAX - 1000 }));
-        assert_eq!(allocate(i64::MAX - PRODUCER_ID_BLOCK_SIZE + 1), None);
+        assert_eq!(allocate(0, 7), Some(ProducerIdBlock { first: 0, token: 7 }));
+        let last = i64::MAX - PRODUCER_ID_BLOCK_SIZE;
+        assert_eq!(allocate(last, 7), Some(ProducerIdBlock { first: i64::MAX - 1000, token: 7 }));
+        assert_eq!(allocate(last + 1, 7), None);
         assert_eq!(MetadataError::ProducerIdsExhausted.code(), crate::ErrorCode::UnknownServerError);
     }
 
@@ -60,10 +66,13 @@ mod tests {
         let mut m = ClusterMetadata::default();
         for id in [1, 2] {
             m.apply(Command::RegisterBroker { id, host: "h".into(), port: 1, rack: None }).unwrap();
-            m.apply(Command::AllocateProducerIds { broker: id }).unwrap();
+            m.apply(Command::AllocateProducerIds { broker: id, token: 5 }).unwrap();
         }
         let text = String::from_utf8(m.encode()).unwrap();
-        assert!(text.contains(r#""producer_id_blocks":{"1":{"first":0},"2":{"first":1000}}"#), "{text}");
+        assert!(
+            text.contains(r#""producer_id_blocks":{"1":{"first":0,"token":5},"2":{"first":1000,"token":5}}"#),
+            "{text}"
+        );
         for broken in [
             text.replace(r#""first":1000"#, r#""first":500"#), // overlaps broker 1's
             text.replace(r#""first":1000"#, r#""first":2000"#), // beyond the counter

@@ -96,6 +96,7 @@ pub enum Op {
     AllocateProducerIds {
         #[generator(-1..8)]
         broker: BrokerId,
+        token: u64,
     },
 }
 
@@ -141,7 +142,7 @@ pub fn command(op: &Op) -> Command {
             }
         }
         Op::Delete(n) => Command::DeleteTopic { name: name(n) },
-        Op::AllocateProducerIds { broker } => Command::AllocateProducerIds { broker: *broker },
+        Op::AllocateProducerIds { broker, token } => Command::AllocateProducerIds { broker: *broker, token: *token },
     }
 }
 
@@ -170,8 +171,8 @@ struct Model {
     epoch: u64,
     brokers: Vec<ModelBroker>,
     topics: Vec<ModelTopic>,
-    /// Every block of producer ids handed out, in order: (broker, first id).
-    producer_id_blocks: Vec<(BrokerId, i64)>,
+    /// Every block of producer ids handed out, in order: (broker, first id, token).
+    producer_id_blocks: Vec<(BrokerId, i64, u64)>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -250,12 +251,12 @@ impl Model {
                     return Err(ErrorCode::UnknownTopicOrPartition);
                 }
             }
-            Command::AllocateProducerIds { broker } => {
+            Command::AllocateProducerIds { broker, token } => {
                 if !self.brokers.iter().any(|b| b.id == *broker) {
                     return Err(ErrorCode::UnknownServerError);
                 }
                 let next = self.producer_id_blocks.len() as i64 * PRODUCER_ID_BLOCK_SIZE;
-                self.producer_id_blocks.push((*broker, next));
+                self.producer_id_blocks.push((*broker, next, *token));
             }
         }
         self.epoch += 1;
@@ -334,8 +335,9 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     }
 
     for broker in -1..8 {
-        let newest = model.producer_id_blocks.iter().rev().find(|(b, _)| *b == broker);
-        assert_eq!(machine.producer_id_block(broker).map(|block| block.first), newest.map(|(_, first)| *first));
+        let newest = model.producer_id_blocks.iter().rev().find(|(b, ..)| *b == broker);
+        let observed = machine.producer_id_block(broker).map(|block| (block.first, block.token));
+        assert_eq!(observed, newest.map(|(_, first, token)| (*first, *token)));
     }
     let allocated = model.producer_id_blocks.len() as i64 * PRODUCER_ID_BLOCK_SIZE;
     for id in [-1, 0, allocated - 1, allocated] {
@@ -346,7 +348,7 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
 /// A new block shares no id with any block handed out before, to any broker.
 fn check_new_block(model: &Model, first: i64) {
     let end = first + PRODUCER_ID_BLOCK_SIZE;
-    for (broker, earlier) in &model.producer_id_blocks[..model.producer_id_blocks.len() - 1] {
+    for (broker, earlier, _) in &model.producer_id_blocks[..model.producer_id_blocks.len() - 1] {
         assert!(end <= *earlier || earlier + PRODUCER_ID_BLOCK_SIZE <= first, "overlaps broker {broker}'s {earlier}");
     }
 }
@@ -393,8 +395,11 @@ pub fn run(ops: &[Op], restore_at: usize) {
             (Ok(Outcome::TopicDeleted { name, topic }), Command::DeleteTopic { name: asked }) => {
                 assert_eq!((&name, Some(topic)), (asked, deleted));
             }
-            (Ok(Outcome::ProducerIdsAllocated { broker, block }), Command::AllocateProducerIds { broker: asked }) => {
-                assert_eq!(broker, *asked);
+            (
+                Ok(Outcome::ProducerIdsAllocated { broker, block }),
+                Command::AllocateProducerIds { broker: asked, token },
+            ) => {
+                assert_eq!((broker, block.token), (*asked, *token));
                 check_new_block(&model, block.first);
             }
             (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
