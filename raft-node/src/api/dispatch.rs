@@ -25,6 +25,7 @@ impl Handler for KafkaApi {
                 RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(api.delete_topics(&r).await),
                 RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(api.describe_configs(&r)),
                 RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(api.describe_quorum(&r, version).await),
+                RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(api.init_producer_id(&r).await),
                 // The wire layer admits only the APIs of its versions table;
                 // anything else reaching here is closed, as Kafka does.
                 _ => return Reply::Close,

@@ -1,6 +1,7 @@
 //! The Kafka API's business logic: each request decoded by the wire layer
 //! (`crate::kafka`) is answered from the node's cluster view, or turned into
-//! node requests (produce, fetch, list offsets, metadata commands).
+//! node requests (produce, fetch, list offsets, metadata commands, producer
+//! ids).
 
 mod configs;
 mod dispatch;
@@ -8,6 +9,7 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_ids;
 mod quorum;
 mod topics;
 
@@ -26,12 +28,18 @@ pub struct KafkaApi {
     node: NodeHandle,
     /// Seeds the uuids of topics created through this broker.
     topic_ids: Arc<std::sync::Mutex<rand_chacha::ChaCha8Rng>>,
+    /// Held across the allocation of a new block, so requests take turns.
+    producer_ids: Arc<tokio::sync::Mutex<producer_ids::ProducerIdCursor>>,
 }
 
 impl KafkaApi {
     pub fn new(node: NodeHandle, seed: u64) -> Self {
         use rand::SeedableRng;
-        KafkaApi { node, topic_ids: Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))) }
+        KafkaApi {
+            node,
+            topic_ids: Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))),
+            producer_ids: Arc::default(),
+        }
     }
 
     fn view(&self) -> Arc<ClusterView> {

@@ -123,7 +123,7 @@ impl KafkaApi {
 
     /// Proposes `command` and waits until `effect` sees the metadata settle
     /// it one way or the other.
-    async fn propose_and_wait(
+    pub(super) async fn propose_and_wait(
         &self,
         command: Command,
         deadline: tokio::time::Instant,
@@ -155,7 +155,7 @@ impl KafkaApi {
 }
 
 /// The verdict the metadata machine would reach on `command` now.
-fn precheck(metadata: &ClusterMetadata, command: &Command) -> Result<(), Refusal> {
+pub(super) fn precheck(metadata: &ClusterMetadata, command: &Command) -> Result<(), Refusal> {
     let mut probe = metadata.clone();
     probe.apply(command.clone()).map(|_| ()).map_err(|e| (e.code(), e.to_string()))
 }

@@ -5,8 +5,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeQuorumRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestKind,
-    ResponseKind,
+    DescribeQuorumRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestKind, ResponseKind,
 };
 
 use super::bounded_decode::{decode_bounded, DecodeError};
@@ -69,6 +69,8 @@ pub static SUPPORTED: &[SupportedApi] = &[
     api!(DeleteTopics, DeleteTopicsRequest, 1..=6),
     api!(DescribeConfigs, DescribeConfigsRequest, 1..=4),
     api!(DescribeQuorum, DescribeQuorumRequest, 0..=2),
+    // v5 only tells a transactional client that the broker bumps epochs per transaction (KIP-890).
+    api!(InitProducerId, InitProducerIdRequest, 0..=4),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static SupportedApi> {
