@@ -103,8 +103,8 @@ pub struct RaftLog {
 impl RaftLog {
     /// Opens (or creates) the log whose files are named `prefix...` on `disk`,
     /// repairing what a crash left behind. Fails with
-    /// [`LogError::CommittedEntriesLost`] rather than serve a log shorter than
-    /// its commit index.
+    /// [`LogError::CommittedEntriesLost`] or [`LogError::CorruptRecord`]
+    /// rather than serve a log shorter than its commit index.
     pub fn open(disk: Arc<dyn Disk>, prefix: &str, config: LogConfig) -> Result<(Self, RecoveryReport)> {
         let mut report = RecoveryReport::default();
         let state_name = format!("{prefix}hardstate");
@@ -177,12 +177,12 @@ impl RaftLog {
             )?;
             let mut segment = recovered.segment;
             if let Some(bad) = recovered.bad_record {
-                // Only the active segment can hold unsynced bytes; a bad record
-                // in any other is damage to durable data.
-                if !is_last {
+                // Only the active segment can hold unsynced bytes, and only
+                // above the commit: a bad record anywhere else is damage to
+                // durable data, reported as what it is.
+                if !is_last || self.refuse_to_drop_committed(segment.last_index + 1).is_err() {
                     return Err(LogError::CorruptRecord { file: segment.name, offset: bad.offset, reason: bad.reason });
                 }
-                self.refuse_to_drop_committed(segment.last_index + 1)?;
                 let bytes_cut = segment.bytes() - bad.offset;
                 segment.cut_bad_tail(bad.offset)?;
                 report.torn_tail =
@@ -655,9 +655,17 @@ impl Storage for RaftLog {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        Ok(RaftLog::entries(self, low, high, max_size.into())?)
+        match RaftLog::entries(self, low, high, max_size.into()) {
+            // Entries to send to a follower can wait: raft tries again at the
+            // follower's next heartbeat response (a re-read may pass). Any
+            // other failed read is fatal to the group in raft-rs.
+            Err(LogError::CorruptRecord { .. }) if context.can_async() => {
+                Err(raft::Error::Store(raft::StorageError::LogTemporarilyUnavailable))
+            }
+            result => Ok(result?),
+        }
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {

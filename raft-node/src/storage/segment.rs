@@ -14,6 +14,9 @@ use super::record::{self, Header, HEADER_LEN};
 const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"KIDX");
 const DIGITS: usize = 20;
 
+/// Reads of a record that fails its checksum before it counts as bad.
+const READ_ATTEMPTS: u32 = 4;
+
 pub(crate) fn segment_name(prefix: &str, first_index: u64) -> String {
     format!("{prefix}{first_index:0DIGITS$}.log")
 }
@@ -213,13 +216,16 @@ impl Segment {
     }
 
     /// Reads and verifies the record of entry `index` at `pos`; returns it and
-    /// the position after it. A bad record is read a second time before it is
-    /// reported: a transient read error must not look like a torn write.
+    /// the position after it. A bad record is read again before it is
+    /// reported: a transient read error must look neither like a torn write
+    /// (recovery would cut synced entries) nor like a damaged log.
     fn read_record(&self, pos: u64, index: u64) -> Result<(Entry, u64)> {
-        let first_try = self.try_read_record(pos, index);
-        match first_try {
-            Err(LogError::CorruptRecord { .. }) => self.try_read_record(pos, index),
-            other => other,
+        let mut attempt = 1;
+        loop {
+            match self.try_read_record(pos, index) {
+                Err(LogError::CorruptRecord { .. }) if attempt < READ_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
         }
     }
 
