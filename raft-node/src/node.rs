@@ -134,6 +134,9 @@ pub struct Node {
     transport: Transport,
     metadata: Replica<MetadataMachine>,
     partitions: BTreeMap<GroupId, Replica<PartitionMachine>>,
+    /// Replicas that failed or could not open, and the tick from which
+    /// reconciling may open them again from disk (recovery checks the log).
+    failed: BTreeMap<GroupId, u64>,
     /// Leadership of groups hosted elsewhere, from peers' hints.
     hints: BTreeMap<GroupId, Leadership>,
     view: watch::Sender<Arc<ClusterView>>,
@@ -154,6 +157,11 @@ fn wall_clock_ms() -> i64 {
 /// How many ticks between re-announcements of the groups this broker leads,
 /// and between registration attempts.
 const ANNOUNCE_TICKS: u64 = 20;
+
+/// How many ticks a failed replica waits before it is opened again: a
+/// transient fault (a read that failed its checksum) gets another chance,
+/// a persistent one costs a recovery attempt this often.
+const REOPEN_TICKS: u64 = 100;
 
 impl Node {
     /// Opens the metadata group and every partition replica the committed
@@ -184,6 +192,7 @@ impl Node {
             transport,
             metadata,
             partitions: BTreeMap::new(),
+            failed: BTreeMap::new(),
             hints: BTreeMap::new(),
             view,
             requests,
@@ -203,7 +212,7 @@ impl Node {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.tick(),
+                _ = ticker.tick() => self.tick()?,
                 peer = inbound.recv() => match peer {
                     Some((from, payload)) => self.on_peer(from, &payload),
                     None => return Ok(()),
@@ -225,7 +234,7 @@ impl Node {
         }
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self) -> Result<(), NodeError> {
         self.ticks += 1;
         self.metadata.tick();
         self.partitions.values_mut().for_each(|r| r.tick());
@@ -236,6 +245,19 @@ impl Node {
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
         }
+        if self.failed.values().any(|&due| due <= self.ticks) {
+            let ticks = self.ticks;
+            self.failed.retain(|_, due| *due > ticks);
+            self.reconcile()?;
+        }
+        Ok(())
+    }
+
+    /// Stops serving a replica after a storage or raft failure; it is opened
+    /// again from disk after `REOPEN_TICKS`.
+    fn fail(&mut self, group: GroupId) {
+        self.partitions.remove(&group);
+        self.failed.insert(group, self.ticks + REOPEN_TICKS);
     }
 
     /// One retention pass: every partition replica, leader or follower,
@@ -256,13 +278,13 @@ impl Node {
                     "log_start_offset" => replica.machine.log().log_start_offset()),
                 Ok(None) => {}
                 Err(e) => {
-                    slog::crit!(self.logger, "retention failed; the replica stops serving"; "group" => %group, "error" => %e);
+                    slog::crit!(self.logger, "retention failed; the replica stops serving until reopened"; "group" => %group, "error" => %e);
                     failed.push(*group);
                 }
             }
         }
         for group in failed {
-            self.partitions.remove(&group);
+            self.fail(group);
         }
     }
 
@@ -345,12 +367,12 @@ impl Node {
         let mut failed = Vec::new();
         for (group, replica) in self.partitions.iter_mut() {
             if let Err(e) = replica.handle_ready(&mut outbox) {
-                slog::crit!(self.logger, "partition replica failed; it stops serving"; "group" => %group, "error" => %e);
+                slog::crit!(self.logger, "partition replica failed; it stops serving until reopened"; "group" => %group, "error" => %e);
                 failed.push(*group);
             }
         }
         for group in failed {
-            self.partitions.remove(&group);
+            self.fail(group);
         }
         for (group, message) in outbox.messages {
             let to = message.to;
@@ -367,7 +389,9 @@ impl Node {
     /// deleted topics.
     fn reconcile(&mut self) -> Result<(), NodeError> {
         for topic in self.metadata.machine.take_deleted() {
-            self.partitions.retain(|group, _| !matches!(group, GroupId::Partition { topic: t, .. } if *t == topic));
+            let other_topic = |group: &GroupId| !matches!(group, GroupId::Partition { topic: t, .. } if *t == topic);
+            self.partitions.retain(|group, _| other_topic(group));
+            self.failed.retain(|group, _| other_topic(group));
             let prefix = format!("p-{}-", crate::group_id::hex(&topic));
             for name in self.env.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
                 self.env.disk.remove(&name)?;
@@ -379,7 +403,8 @@ impl Node {
             for (index, assignment) in topic.partitions().iter().enumerate() {
                 let voters: Vec<u64> = assignment.replicas().iter().map(|&b| b as u64).collect();
                 let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
-                if voters.contains(&me) && !self.partitions.contains_key(&group) {
+                let open = self.partitions.contains_key(&group) || self.failed.contains_key(&group);
+                if voters.contains(&me) && !open {
                     wanted.push((group, voters, self.segment_bytes(topic.config())));
                 }
             }
@@ -394,7 +419,10 @@ impl Node {
                 Ok(replica) => {
                     self.partitions.insert(group, replica);
                 }
-                Err(e) => slog::crit!(self.logger, "cannot open partition replica"; "group" => %group, "error" => %e),
+                Err(e) => {
+                    slog::crit!(self.logger, "cannot open partition replica"; "group" => %group, "error" => %e);
+                    self.failed.insert(group, self.ticks + REOPEN_TICKS);
+                }
             }
         }
         Ok(())

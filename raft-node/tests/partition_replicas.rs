@@ -13,7 +13,9 @@
 //! - along the way, the leader (and only it) reports each replica's log end
 //!   offset: lagging while cut off, unknown once compacted past, caught up after;
 //! - a follower's delayed commit sync stores only a commit its log holds,
-//!   whatever raft learned since its last Ready.
+//!   whatever raft learned since its last Ready;
+//! - a replica whose log reads back corrupt fails alone, as an error (raft-rs
+//!   panics on such a read), and the other two go on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use log_core::ErrorCode;
 use raft::eraftpb::{Entry, MessageType};
 use raft_node::group_id::GroupId;
 use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine, ProduceResult};
-use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv};
+use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use raft_node::storage::{FaultyDisk, LogConfig};
 use tokio::sync::oneshot;
 
@@ -41,7 +43,8 @@ fn env(id: u64, disk: &Arc<FaultyDisk>) -> ReplicaEnv {
     ReplicaEnv {
         node_id: id,
         disk: disk.clone(),
-        log_config: LogConfig { segment_bytes: SEGMENT_BYTES, ..LogConfig::default() },
+        // No entry cache: every entry raft asks for is read back from disk.
+        log_config: LogConfig { segment_bytes: SEGMENT_BYTES, cache_bytes: 0, ..LogConfig::default() },
         settings: RaftSettings::default(),
         logger: slog::Logger::root(slog::Discard, slog::o!()),
     }
@@ -66,6 +69,8 @@ struct Cluster {
     snapshots_delivered: BTreeMap<u64, usize>,
     /// Batches produced, in offset order (one record each).
     produced: i64,
+    /// Replicas whose Ready failed, taken out of `replicas` (as the node does).
+    failed: BTreeMap<u64, ReplicaError>,
 }
 
 impl Cluster {
@@ -79,6 +84,7 @@ impl Cluster {
             lose_snapshots: 0,
             snapshots_delivered: BTreeMap::new(),
             produced: 0,
+            failed: BTreeMap::new(),
         };
         cluster.elect();
         cluster
@@ -102,15 +108,18 @@ impl Cluster {
     fn settle(&mut self) {
         for _ in 0..1000 {
             let mut outbox = Outbox::default();
-            for replica in self.replicas.values_mut() {
-                replica.handle_ready(&mut outbox).expect("handle ready");
+            for (&id, replica) in self.replicas.iter_mut() {
+                if let Err(e) = replica.handle_ready(&mut outbox) {
+                    self.failed.insert(id, e);
+                }
             }
+            self.replicas.retain(|id, _| !self.failed.contains_key(id));
             if outbox.messages.is_empty() && self.replicas.values().all(|r| !r.has_ready()) {
                 return;
             }
             for (_, message) in outbox.messages {
                 let (from, to) = (message.from, message.to);
-                if self.isolated.contains(&from) || self.isolated.contains(&to) {
+                if self.isolated.contains(&from) || self.isolated.contains(&to) || self.failed.contains_key(&to) {
                     continue;
                 }
                 if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -421,4 +430,25 @@ fn a_delayed_commit_sync_stores_no_commit_beyond_the_log() {
         let commit = log.hard_state().commit;
         assert_eq!(committed_entries(c.replica(id)), entries_through(c.replica(leader), commit), "replica {id}");
     }
+}
+
+#[test]
+fn a_replica_whose_log_reads_back_corrupt_fails_alone() {
+    let mut c = Cluster::new();
+    c.produce(3);
+    let leader = c.leader();
+    let victim = *IDS.iter().find(|&&id| id != leader).expect("a follower");
+    // Every read flips a bit: applying the next committed entry reads it back
+    // from the victim's disk, fails its checksum every time, and raft-rs panics.
+    c.disks[&victim].set_read_corruption(1.0);
+    c.produce(3);
+    match c.failed.get(&victim) {
+        Some(ReplicaError::Failed(why)) => assert!(why.contains("CorruptRecord"), "{why}"),
+        other => panic!("replica {victim} should have failed on its corrupt log, not {other:?}"),
+    }
+    assert_eq!(c.failed.len(), 1, "only the victim failed");
+    // The other two go on without it.
+    c.produce(3);
+    assert_reads_back(c.replica(c.leader()), 0);
+    assert_eq!(offsets(c.replica(c.leader())).1, 9);
 }

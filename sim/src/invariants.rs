@@ -23,12 +23,18 @@ pub fn one_leader_per_term(trace: &str) -> Vec<String> {
 }
 
 /// A broker in critical trouble (a replica failed and stopped serving) is a
-/// bug unless the nemesis cut its disk's power: a replica whose disk died
-/// must stop. Reported one per line, at most three.
-pub fn no_critical_trouble(trace: &str) -> Vec<String> {
+/// bug unless an injected disk fault explains it: a replica whose disk lost
+/// power must stop, and so must one whose log keeps failing its checksum
+/// while `corrupt_reads` are injected (it reopens later). Reported one per
+/// line, at most three.
+pub fn no_critical_trouble(trace: &str, corrupt_reads: bool) -> Vec<String> {
+    let injected = |line: &str| {
+        line.contains("power failure")
+            || (corrupt_reads && (line.contains("CorruptRecord") || line.contains("corrupt record")))
+    };
     trace
         .lines()
-        .filter(|l| l.contains(" CRIT ") && !l.contains("power failure"))
+        .filter(|l| l.contains(" CRIT ") && !injected(l))
         .take(3)
         .map(|l| format!("invariant: {}", l.trim()))
         .collect()
@@ -51,17 +57,20 @@ mod tests {
     }
 
     #[test]
-    fn critical_trouble_is_reported_unless_the_disk_lost_power() {
+    fn critical_trouble_is_reported_unless_an_injected_disk_fault_explains_it() {
         let failed = |error: &str| {
             format!("     2.000 CRIT partition replica failed; it stops serving, error: {error}, group: g-0, node: 1\n")
         };
-        let trace =
-            [failed("storage: I/O on p-0.log: power failure"), failed("storage: commit 6 is beyond the last index 2")]
-                .concat();
-        let found = no_critical_trouble(&trace);
+        let power = failed("storage: I/O on p-0.log: power failure");
+        let corrupt = failed("raft failed: unexpected error: Store(Other(CorruptRecord { file: \"p-0.log\" }))");
+        let bug = failed("storage: commit 6 is beyond the last index 2");
+        let trace = [power.as_str(), &corrupt, &bug].concat();
+        let found = no_critical_trouble(&trace, true);
         assert_eq!(found.len(), 1);
         assert!(found[0].contains("commit 6 is beyond"), "{found:?}");
-        assert!(no_critical_trouble(&failed("storage: power failure")).is_empty());
+        let found = no_critical_trouble(&trace, false);
+        assert_eq!(found.len(), 2, "a corrupt record without injected corruption is a bug: {found:?}");
+        assert!(no_critical_trouble(&power, false).is_empty());
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use jepsen_style::{History, Options};
 use madsim::runtime::{Handle, Runtime};
+use raft_node::replica::panic_message;
 use slog::{info, o};
 
 use crate::cluster::{address, Cluster, CLIENT_HOST};
-use crate::config::{header, SimConfig};
+use crate::config::{header, FaultKind, SimConfig};
 use crate::faults::{NetCounts, Network, Plan};
 use crate::nemesis::{noise, Nemesis};
 use crate::trace::Trace;
@@ -88,12 +89,7 @@ pub fn run(config: &SimConfig) -> Outcome {
     let (report, ran) = match simulated {
         Ok(ran) => (Some(jepsen_style::check(&ran.history, &Options { idempotent: false })), Some(ran)),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            failures.push(format!("panic: {message}"));
+            failures.push(format!("panic: {}", panic_message(&*panic)));
             (None, None)
         }
     };
@@ -103,7 +99,7 @@ pub fn run(config: &SimConfig) -> Outcome {
     let text = String::from_utf8_lossy(&trace.contents()).into_owned();
     let elections = text.matches("became leader at term").count();
     failures.extend(crate::invariants::one_leader_per_term(&text));
-    failures.extend(crate::invariants::no_critical_trouble(&text));
+    failures.extend(crate::invariants::no_critical_trouble(&text, plan.has(FaultKind::Corrupt)));
     let mut reasons = Vec::new();
     if let Some(report) = &report {
         if !report.valid {

@@ -56,6 +56,10 @@ pub enum ReplicaError {
     /// leader, or a bug. The group stops rather than serve wrong data.
     #[error("state machine: {0}")]
     Machine(String),
+    /// raft-rs panicked (it does on a storage read it cannot use, such as a
+    /// log entry that keeps failing its checksum); the group is done.
+    #[error("raft failed: {0}")]
+    Failed(String),
 }
 
 /// What a replica's entries drive: the partition log or the cluster metadata.
@@ -164,6 +168,8 @@ pub struct Replica<M: Machine> {
     rng: ChaCha8Rng,
     /// The stored commit index lags raft's (see `persist_hard_state`).
     commit_behind: bool,
+    /// Why raft-rs panicked, once it has: the replica does nothing more.
+    failed: Option<String>,
     ticks_since_commit_sync: usize,
     logger: Logger,
 }
@@ -207,6 +213,7 @@ impl<M: Machine> Replica<M> {
             jitter: ElectionJitter::new(settings.election_ticks),
             rng: ChaCha8Rng::seed_from_u64(seed),
             commit_behind: false,
+            failed: None,
             ticks_since_commit_sync: 0,
             logger,
         };
@@ -266,27 +273,57 @@ impl<M: Machine> Replica<M> {
         self.jitter.observe(self.raw.raft.term, self.raw.raft.state, &mut self.rng);
     }
 
-    pub fn tick(&mut self) {
-        self.ticks_since_commit_sync += 1;
-        if self.jitter.should_tick(self.role()) {
-            self.raw.tick();
+    /// Runs `f`, which calls into raft-rs. raft-rs panics on a storage error
+    /// it cannot handle; the panic ends this group only (the broker's other
+    /// groups go on), and every later call reports it. The failed `RawNode`
+    /// is never used again: the node drops the replica and may reopen it
+    /// from disk.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ReplicaError>) -> Result<T, ReplicaError> {
+        if let Some(why) = &self.failed {
+            return Err(ReplicaError::Failed(why.clone()));
         }
-        self.observe();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = panic_message(&*panic);
+                self.failed = Some(why.clone());
+                Err(ReplicaError::Failed(why))
+            }
+        }
     }
 
-    /// Feeds a message from a peer; a message raft refuses is logged and dropped.
+    /// A failure here surfaces at the next `handle_ready`.
+    pub fn tick(&mut self) {
+        let _ = self.guarded(|r| {
+            r.ticks_since_commit_sync += 1;
+            if r.jitter.should_tick(r.role()) {
+                r.raw.tick();
+            }
+            r.observe();
+            Ok(())
+        });
+    }
+
+    /// Feeds a message from a peer; a message raft refuses is logged and
+    /// dropped. A failure surfaces at the next `handle_ready`.
     pub fn step(&mut self, message: Message) {
-        if let Err(e) = self.raw.step(message) {
+        let stepped = self.guarded(|r| {
+            let stepped = r.raw.step(message);
+            r.observe();
+            Ok(stepped)
+        });
+        if let Ok(Err(e)) = stepped {
             slog::debug!(self.logger, "dropped raft message"; "error" => %e);
         }
-        self.observe();
     }
 
     /// Proposes `data` as a normal entry; returns the index it will take.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ReplicaError> {
-        self.raw.propose(vec![], data)?;
-        self.observe();
-        Ok(self.last_index())
+        self.guarded(|r| {
+            r.raw.propose(vec![], data)?;
+            r.observe();
+            Ok(r.last_index())
+        })
     }
 
     pub fn has_ready(&self) -> bool {
@@ -295,15 +332,15 @@ impl<M: Machine> Replica<M> {
 
     /// One round of raft's Ready protocol.
     pub fn handle_ready(&mut self, outbox: &mut Outbox) -> Result<(), ReplicaError> {
+        self.guarded(|r| r.ready_round(outbox))
+    }
+
+    fn ready_round(&mut self, outbox: &mut Outbox) -> Result<(), ReplicaError> {
         if self.commit_behind && self.ticks_since_commit_sync >= COMMIT_SYNC_TICKS {
-            // Raft may already hold entries a peer sent since the last Ready,
-            // and a commit covering them: only what the log holds is stored.
-            let mut hs = self.raw.raft.hard_state();
-            let commit = hs.commit;
-            let durable = commit.min(self.raw.store().last_index());
-            hs.commit = durable;
+            let hs = self.storable_hard_state();
+            let behind = hs.commit != self.raw.raft.raft_log.committed;
             self.store_hard_state(hs)?;
-            self.commit_behind = durable != commit;
+            self.commit_behind = behind;
         }
         if !self.raw.has_ready() {
             return Ok(());
@@ -377,6 +414,15 @@ impl<M: Machine> Replica<M> {
         }
     }
 
+    /// Raft's hard state with the commit cut to what the log holds: raft may
+    /// already hold entries a peer sent since the last Ready, and a commit
+    /// covering them.
+    fn storable_hard_state(&self) -> HardState {
+        let mut hs = self.raw.raft.hard_state();
+        hs.commit = hs.commit.min(self.raw.store().last_index());
+        hs
+    }
+
     fn store_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
         self.raw.mut_store().set_hard_state(hs)?;
         self.commit_behind = false;
@@ -400,7 +446,7 @@ impl<M: Machine> Replica<M> {
         }
         if self.log().hard_state().commit < index {
             // The storage compacts only what it knows to be committed.
-            let hs = self.raw.raft.hard_state();
+            let hs = self.storable_hard_state();
             self.store_hard_state(hs)?;
         }
         let term = self.log().term(index)?;
@@ -431,6 +477,15 @@ impl<M: Machine> Replica<M> {
         }
         self.machine.on_committed(entries, self.raw.store())
     }
+}
+
+/// The message a panic carried, for the log.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 #[cfg(test)]
