@@ -3,6 +3,11 @@
 //! checksum over `seq, len, payload`. A write goes to the older slot and syncs,
 //! so a crash mid-write leaves the other slot, the previous value, intact;
 //! reading picks the valid slot with the highest sequence number.
+//!
+//! The first value goes to both slots, one after the other: from then on one
+//! slot always holds a value, so a lone damaged slot is recognised as damage
+//! (an error) instead of as a first write torn by a crash (no value yet),
+//! which would silently forget, say, a raft vote.
 
 use bytes::Bytes;
 
@@ -39,8 +44,10 @@ impl SlotFile {
                 None => {}
             }
         }
-        // One bad slot is a write torn by a crash; two mean a value was
-        // completely written once and then damaged: refuse to guess.
+        // One bad slot beside a good one is a write torn by a crash; beside
+        // an empty one, the first write torn (nothing was durable yet). Two
+        // mean a value was completely written once and then damaged: refuse
+        // to guess.
         if nonempty_invalid == 2 {
             return Err(LogError::CorruptState { file: base.to_owned(), reason: "both slots are corrupt".to_owned() });
         }
@@ -50,6 +57,13 @@ impl SlotFile {
 
     /// Replaces the value durably.
     pub(crate) fn write(&mut self, payload: &[u8]) -> Result<()> {
+        if self.seq == 0 {
+            self.write_slot(payload)?;
+        }
+        self.write_slot(payload)
+    }
+
+    fn write_slot(&mut self, payload: &[u8]) -> Result<()> {
         let seq = self.seq + 1;
         let slot = (seq % 2) as usize;
         let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -110,8 +124,9 @@ mod tests {
             assert!(none.is_none());
             slots.write(b"one").unwrap();
             slots.write(b"two").unwrap();
-            // An unsynced third write, as if the process died inside `write`.
-            let mut f = disk.open("hs.1").unwrap();
+            // An unsynced third write, as if the process died inside `write`:
+            // it goes to the older slot (the first value filled both).
+            let mut f = disk.open("hs.0").unwrap();
             f.truncate(0).unwrap();
             f.append(&[0xab; 2000]).unwrap();
             disk.crash();
@@ -121,6 +136,29 @@ mod tests {
             let (_, value) = SlotFile::open(&disk, "hs").unwrap();
             assert_eq!(value.as_deref(), Some(&b"three"[..]));
         }
+    }
+
+    #[test]
+    fn a_first_value_survives_damage_to_either_slot() {
+        for slot in ["hs.0", "hs.1"] {
+            let disk = FaultyDisk::new(2);
+            let (mut slots, _) = SlotFile::open(&disk, "hs").unwrap();
+            slots.write(b"vote for 3").unwrap();
+            let mut f = disk.open(slot).unwrap();
+            let len = f.len();
+            f.truncate(len - 1).unwrap();
+            f.sync().unwrap();
+            let (_, value) = SlotFile::open(&disk, "hs").unwrap();
+            assert_eq!(value.as_deref(), Some(&b"vote for 3"[..]), "{slot} damaged");
+        }
+    }
+
+    #[test]
+    fn a_first_write_torn_by_a_crash_leaves_no_value() {
+        let disk = FaultyDisk::new(3);
+        disk.open("hs.1").unwrap().append(b"KSLT and then nothing").unwrap();
+        let (_, value) = SlotFile::open(&disk, "hs").unwrap();
+        assert_eq!(value, None);
     }
 
     #[test]
