@@ -21,14 +21,12 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test --locked -p sim
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test --locked -p raft-node --test transport_sim
 
 step "simulation sweep: keel-sim, 200 seeds x 60 s with swarm faults, a fixed seed twice gives the same trace"
-# Corrupt reads are left out until the broker survives them (see traces/README.md,
-# "Known failures"): today a corrupt read makes raft-rs panic the broker.
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo build --locked --profile test -p sim --bin keel-sim
 keel_sim=target/sim/debug/keel-sim
 sim_out=target/sim/ci-traces
 rm -rf "$sim_out" && mkdir -p "$sim_out"
 # A failing seed prints the `keel-sim run --seed N ...` command that replays it; its trace is kept in $sim_out.
-"$keel_sim" sweep --seeds 1..200 --jobs 2 --duration 60s --faults all,-corrupt --trace-dir "$sim_out"
+"$keel_sim" sweep --seeds 1..200 --jobs 2 --duration 60s --faults all --trace-dir "$sim_out"
 for seed in 7 19 23; do
   "$keel_sim" run --seed "$seed" --trace "$sim_out/twice-$seed-a.trace" >/dev/null
   "$keel_sim" run --seed "$seed" --trace "$sim_out/twice-$seed-b.trace" >/dev/null
