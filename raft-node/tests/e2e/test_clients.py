@@ -78,10 +78,9 @@ def test_kafka_python_round_trip(cluster, compression):
 
     topic = f"kafka-python-{compression}"
     create_topic(cluster, topic)
-    # Idempotence (kafka-python 3's default) needs InitProducerId, which
-    # arrives with the idempotent producer; until then it is off.
+    # Idempotent, kafka-python 3's default: batches carry a producer id from InitProducerId.
     producer = KafkaProducer(
-        bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5, enable_idempotence=False,
+        bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5, enable_idempotence=True,
         compression_type=None if compression == "none" else compression,
     )
     futures = []
