@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
-use log_core::metadata::{BrokerId, Command, ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+use log_core::metadata::{BrokerId, Command, ProducerIdBlock};
 use log_core::ErrorCode;
 
 use super::KafkaApi;
@@ -58,7 +58,7 @@ impl ProducerIdCursor {
 
     fn refill(&mut self, block: ProducerIdBlock) {
         self.next = block.first;
-        self.end = block.first + PRODUCER_ID_BLOCK_SIZE;
+        self.end = block.end();
     }
 }
 
@@ -155,6 +155,23 @@ mod tests {
         assert_eq!(decide(&request(7, i16::MAX - 2)), Ok(Init::Bump { id: 7, epoch: i16::MAX - 1 }));
         // An exhausted epoch starts over with a new id, as in Kafka.
         assert_eq!(decide(&request(7, i16::MAX - 1)), Ok(Init::Fresh));
+    }
+
+    #[test]
+    fn a_cursor_hands_out_each_id_of_its_block_once() {
+        let mut cursor = ProducerIdCursor::default();
+        assert_eq!(cursor.take(), None, "a new cursor has no block");
+        cursor.refill(ProducerIdBlock { first: 3000, token: 1 });
+        let ids: Vec<i64> = std::iter::from_fn(|| cursor.take()).collect();
+        assert_eq!(ids, (3000..4000).collect::<Vec<_>>());
+    }
+
+    /// A restarted broker must not name a request as it did before.
+    #[test]
+    fn tokens_differ_between_requests_and_between_cursors() {
+        let (mut a, mut b) = (ProducerIdCursor::default(), ProducerIdCursor::default());
+        let tokens = [a.next_token(), a.next_token(), b.next_token()];
+        assert!(tokens[0] != tokens[1] && tokens[0] != tokens[2] && tokens[1] != tokens[2], "{tokens:?}");
     }
 
     #[test]
