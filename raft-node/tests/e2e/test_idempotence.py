@@ -1,4 +1,5 @@
-"""The idempotent producer through leader failover: confluent-kafka with
+"""The idempotent producer: InitProducerId hands out ids unique across brokers
+and restarts; and through leader failover, confluent-kafka with
 enable.idempotence=true produces unique values while the partition's leader is
 killed (and restarted) three times; the history of sends and of a final read
 is judged by the jepsen-style checker in idempotent mode: no duplicate, no lost
@@ -6,6 +7,8 @@ or unseen acknowledged write."""
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -173,3 +176,49 @@ def test_idempotent_producer_through_leader_kills_writes_each_value_once(cluster
     history.write(path)
     verdict = subprocess.run([JEPSEN, "check", str(path), "--idempotent"], capture_output=True, text=True)
     assert verdict.returncode == 0, f"{sent} sent, {len(acked)} acknowledged:\n{verdict.stdout}{verdict.stderr}"
+
+
+INVALID_REQUEST = 42
+
+
+def init_producer_id(port, producer_id=-1, epoch=-1):
+    """InitProducerId v3 (flexible; KIP-360 fields) with a null transactional id,
+    over a raw socket: (error code, producer id, epoch)."""
+    header = struct.pack(">hhih", 22, 3, 1, -1) + b"\x00"  # no client id, no tagged fields
+    body = b"\x00" + struct.pack(">iqh", 60_000, producer_id, epoch) + b"\x00"  # null id ... tagged fields
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(header + body)) + header + body)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = sock.recv(4096)
+            assert chunk, "connection closed"
+            data += chunk
+    # size, correlation id, header tagged fields, throttle time, then the answer.
+    _, _, _, _, error, pid, got_epoch = struct.unpack(">iibihqh", data[:25])
+    return error, pid, got_epoch
+
+
+def test_producer_ids_are_unique_across_brokers_and_restarts(cluster):
+    def fresh_ids(broker, n):
+        answers = [init_producer_id(cluster.kafka[broker]) for _ in range(n)]
+        assert all(error == 0 and epoch == 0 for error, _, epoch in answers), answers
+        return [pid for _, pid, _ in answers]
+
+    ids = {broker: fresh_ids(broker, 3) for broker in cluster.ids}
+    every = [pid for pids in ids.values() for pid in pids]
+    assert len(set(every)) == len(every), ids
+    # Each broker draws from its own block.
+    blocks = {broker: {pid // 1000 for pid in pids} for broker, pids in ids.items()}
+    assert all(len(b) == 1 for b in blocks.values()) and len(set.union(*blocks.values())) == 3, blocks
+
+    # A re-initialisation that names its id and epoch gets the next epoch;
+    # one naming an id never handed out is refused.
+    pid = ids[1][0]
+    assert init_producer_id(cluster.kafka[2], pid, 0) == (0, pid, 1)
+    assert init_producer_id(cluster.kafka[2], 10**12, 0) == (INVALID_REQUEST, -1, -1)
+
+    # A restarted broker takes a new block: the rest of its old one may have been handed out.
+    cluster.kill(1)
+    cluster.start(1)
+    after = wait_until("an id from the restarted broker", lambda: fresh_ids(1, 1), cluster=cluster)[0]
+    assert after not in every and after // 1000 not in set.union(*blocks.values()), (after, ids)
