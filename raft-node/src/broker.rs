@@ -23,6 +23,8 @@ pub enum BrokerError {
     Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("{0}")]
+    Planted(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
@@ -64,6 +66,9 @@ pub async fn run_on_with(
 ) -> Result<(), BrokerError> {
     let node_id = config.node_id;
     let logger = logger.new(slog::o!("broker" => node_id));
+    if let Some(bug) = crate::planted::from_env().map_err(BrokerError::Planted)? {
+        slog::warn!(logger, "this broker has a planted bug: it is wrong on purpose"; "bug" => bug.name());
+    }
     let raft_listener =
         TcpListener::bind(config.raft.listen).await.map_err(io(format!("raft listener {}", config.raft.listen)))?;
     let kafka_listener =

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod logging;
 pub mod node;
 pub mod peer_message;
+pub mod planted;
 pub mod replica;
 pub mod storage;
 pub mod transport;

@@ -14,6 +14,7 @@ use raft::eraftpb::{Entry, EntryType, Snapshot};
 use tokio::sync::{oneshot, watch};
 
 use super::{Machine, Replica, ReplicaError};
+use crate::planted::{planted, Bug};
 use crate::storage::RaftLog;
 
 /// Kafka's `acks`: when a produce is answered.
@@ -59,6 +60,9 @@ pub struct PartitionMachine {
     /// Produce requests waiting for durability or commit, by raft index.
     waiters: BTreeMap<u64, Waiter>,
     high_watermark: watch::Sender<i64>,
+    /// Opened on a log that already held entries (a restart); only a
+    /// planted bug reads it.
+    reopened: bool,
 }
 
 /// What a fetch of one partition returns.
@@ -119,6 +123,7 @@ impl Machine for PartitionMachine {
             proposed: Vec::new(),
             waiters: BTreeMap::new(),
             high_watermark: watch::Sender::new(0),
+            reopened: log.last_index() > 0,
         };
         let last = log.last_index();
         let mut next = machine.log.last_index() + 1;
@@ -152,7 +157,8 @@ impl Machine for PartitionMachine {
     }
 
     fn on_persisted(&mut self, index: u64, log: &RaftLog) {
-        self.resolve(index, log, |acks| acks == Acks::Leader);
+        let early = planted(Bug::AckBeforeCommit);
+        self.resolve(index, log, |acks| acks == Acks::Leader || early);
     }
 
     fn on_committed(&mut self, entries: &[Entry], log: &RaftLog) -> Result<(), ReplicaError> {
@@ -269,6 +275,7 @@ impl Replica<PartitionMachine> {
         };
         self.machine.proposed.push(Proposed { producer, base_offset, record_count });
         if acks != Acks::None {
+            let base_offset = base_offset + i64::from(self.machine.reopened && planted(Bug::OffsetAfterRestart));
             self.machine.waiters.insert(index, Waiter { term, base_offset, acks, reply });
         }
     }
@@ -302,10 +309,8 @@ impl Replica<PartitionMachine> {
             records: Bytes::new(),
         };
         let Some(first) = log.locate(offset)? else { return Ok(data) };
-        let entries = self
-            .log()
-            .entries(first, log.committed_index() + 1, Some(max_bytes))
-            .map_err(|_| ErrorCode::KafkaStorageError)?;
+        let end = if planted(Bug::FetchAboveHw) { self.log().last_index() } else { log.committed_index() };
+        let entries = self.log().entries(first, end + 1, Some(max_bytes)).map_err(|_| ErrorCode::KafkaStorageError)?;
         let mut records = BytesMut::new();
         for entry in entries.iter().filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty()) {
             if !records.is_empty() && (records.len() + entry.data.len()) as u64 > max_bytes {
