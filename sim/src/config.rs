@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::schedule::Schedule;
+
 /// A kind of fault the nemesis can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
@@ -62,7 +64,7 @@ impl FaultKind {
 }
 
 /// Which faults a run may inject.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Faults {
     /// Swarm testing: the seed draws which kinds are on, from all but the excluded
     /// ones (`all`, or `all,-corrupt,-power`).
@@ -72,10 +74,15 @@ pub enum Faults {
     None,
     /// Exactly these kinds are on (the seed still draws their rates).
     List(Vec<FaultKind>),
+    /// Exactly these episodes (`schedule:` and the schedule's one-line form).
+    Scheduled(Schedule),
 }
 
 impl Faults {
     pub fn parse(text: &str) -> Result<Faults, String> {
+        if let Some(schedule) = text.strip_prefix("schedule:") {
+            return Schedule::parse(schedule).map(Faults::Scheduled);
+        }
         match text {
             "none" => Ok(Faults::None),
             list => {
@@ -102,6 +109,7 @@ impl Faults {
             Faults::All { except } => FaultKind::ALL.into_iter().filter(|k| !except.contains(k)).collect(),
             Faults::None => Vec::new(),
             Faults::List(kinds) => kinds.clone(),
+            Faults::Scheduled(schedule) => schedule.kinds(),
         }
     }
 }
@@ -124,12 +132,13 @@ impl fmt::Display for Faults {
                 let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
                 f.write_str(&names.join(","))
             }
+            Faults::Scheduled(schedule) => write!(f, "schedule:{schedule}"),
         }
     }
 }
 
 /// Everything that decides a run, besides the build.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
     pub seed: u64,
     pub brokers: u8,
@@ -152,13 +161,25 @@ impl SimConfig {
 
     /// The flags that reproduce this config, after `--seed N`.
     pub fn flags(&self) -> String {
+        self.flags_with(&self.faults.to_string())
+    }
+
+    fn flags_with(&self, faults: &str) -> String {
         format!(
-            "--brokers {} --partitions {} --duration {} --faults {}",
+            "--brokers {} --partitions {} --duration {} --faults {faults}",
             self.brokers,
             self.partitions,
             format_duration(self.duration),
-            self.faults
         )
+    }
+
+    /// The `keel-sim run` command line that reproduces this config, quoted for a shell.
+    pub fn command(&self) -> String {
+        let faults = match &self.faults {
+            Faults::Scheduled(_) => format!("'{}'", self.faults),
+            _ => self.faults.to_string(),
+        };
+        format!("keel-sim run --seed {} {}", self.seed, self.flags_with(&faults))
     }
 
     /// Applies one flag and its value; `Ok(false)` if the flag is not a config flag.
@@ -184,6 +205,14 @@ impl SimConfig {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Checks what single flags cannot: a schedule names only brokers the cluster has.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.faults {
+            Faults::Scheduled(schedule) => schedule.check(self.brokers),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -250,6 +279,7 @@ pub fn parse_header(trace: &str) -> Result<(SimConfig, String), String> {
             _ => return Err(format!("unexpected config {pair:?} in the trace header")),
         }
     }
+    config.check()?;
     Ok((config, build))
 }
 
@@ -284,5 +314,14 @@ mod tests {
         assert!(!swarm.kinds().contains(&FaultKind::Corrupt));
         assert_eq!(Faults::parse("all").unwrap().kinds().len(), FaultKind::ALL.len());
         assert!(Faults::parse("all,kill").is_err());
+        let scheduled = Faults::parse("schedule:0+500=kill(3);100+900=noise(loss=0.2,dup=0,delay=0.1<50)").unwrap();
+        assert_eq!(Faults::parse(&scheduled.to_string()).unwrap(), scheduled);
+        assert_eq!(scheduled.kinds(), [FaultKind::Kill, FaultKind::Loss, FaultKind::Delay]);
+        let mut config = SimConfig { faults: scheduled, ..SimConfig::new(1) };
+        assert!(config.check().is_ok());
+        config.set("--brokers", "3").unwrap();
+        assert!(config.check().is_ok());
+        assert!(Faults::parse("schedule:0+1=kill(4)")
+            .is_ok_and(|faults| { SimConfig { faults, brokers: 3, ..SimConfig::new(1) }.check().is_err() }));
     }
 }

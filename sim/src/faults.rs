@@ -1,5 +1,5 @@
-//! What the nemesis may do in one run (drawn from the seed: swarm testing),
-//! and the broker-to-broker network it does it to.
+//! What the nemesis may do in one run (drawn from the seed: swarm testing, or
+//! a schedule), and the broker-to-broker network it does it to.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -10,10 +10,20 @@ use raft_node::transport::{LinkDecision, LinkFaults};
 
 use crate::config::{FaultKind, Faults, SimConfig};
 use crate::rng::Rng;
+pub use crate::schedule::Noise;
+use crate::schedule::Schedule;
 
-/// Which faults are on in a run, and how hard they hit.
+/// What the nemesis does in a run: episodes drawn from the seed as they come
+/// (swarm testing), or exactly the episodes of a schedule.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub enum Plan {
+    Swarm(Swarm),
+    Scheduled(Schedule),
+}
+
+/// Which faults are on in a seeded run, and how hard they hit.
+#[derive(Clone, Debug)]
+pub struct Swarm {
     pub kinds: Vec<FaultKind>,
     /// Quiet time between two nemesis episodes, in ms.
     pub gap_ms: (u64, u64),
@@ -30,6 +40,30 @@ pub struct Plan {
 
 impl Plan {
     pub fn draw(config: &SimConfig) -> Plan {
+        match &config.faults {
+            Faults::Scheduled(schedule) => Plan::Scheduled(schedule.clone()),
+            _ => Plan::Swarm(Swarm::draw(config)),
+        }
+    }
+
+    pub fn has(&self, kind: FaultKind) -> bool {
+        match self {
+            Plan::Swarm(swarm) => swarm.has(kind),
+            Plan::Scheduled(schedule) => schedule.kinds().contains(&kind),
+        }
+    }
+
+    /// One line for the trace and the summary.
+    pub fn describe(&self) -> String {
+        match self {
+            Plan::Swarm(swarm) => swarm.describe(),
+            Plan::Scheduled(schedule) => format!("scheduled, {} episodes", schedule.episodes.len()),
+        }
+    }
+}
+
+impl Swarm {
+    fn draw(config: &SimConfig) -> Swarm {
         let mut rng = Rng::new(config.seed, 0x5741_524d);
         let kinds = match &config.faults {
             Faults::All { .. } => {
@@ -45,7 +79,7 @@ impl Plan {
         };
         let gap_low = rng.range(200, 3_000);
         let hold_low = rng.range(500, 4_000);
-        Plan {
+        Swarm {
             kinds,
             gap_ms: (gap_low, gap_low + rng.range(500, 5_000)),
             hold_ms: (hold_low, hold_low + rng.range(1_000, 10_000)),
@@ -61,8 +95,7 @@ impl Plan {
         self.kinds.contains(&kind)
     }
 
-    /// One line for the trace and the summary.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         if self.kinds.is_empty() {
             return "none".into();
         }
@@ -98,15 +131,6 @@ struct NetState {
     noise: Noise,
     rng: Rng,
     counts: NetCounts,
-}
-
-/// Per-message fault probabilities; all zero when quiet.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Noise {
-    pub loss: f64,
-    pub duplicate: f64,
-    pub delay: f64,
-    pub delay_max_ms: u64,
 }
 
 /// What the network did to messages, for the summary.

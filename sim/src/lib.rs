@@ -8,6 +8,7 @@
 pub mod config;
 pub mod invariants;
 pub mod rng;
+pub mod schedule;
 pub mod trace;
 
 #[cfg(madsim)]

@@ -1,5 +1,5 @@
-//! The nemesis: episodes of faults drawn from the run's plan, each recorded
-//! in the trace, and the heal that turns them all off.
+//! The nemesis: episodes of faults, drawn from the seed or listed in a
+//! schedule, each recorded in the trace, and the heal that turns them all off.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::config::FaultKind;
-use crate::faults::{Network, Noise, Plan};
+use crate::faults::{Network, Noise, Plan, Swarm};
 use crate::rng::Rng;
+use crate::schedule::{Cut, Episode, Fault};
 
 pub struct Nemesis {
     pub cluster: Arc<Cluster>,
@@ -30,7 +31,7 @@ pub struct Nemesis {
 }
 
 /// Kinds an episode of the process nemesis may pick; the rest is link noise.
-const EPISODES: [FaultKind; 5] =
+const PROCESS: [FaultKind; 5] =
     [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Corrupt, FaultKind::Power];
 const NOISE: [FaultKind; 3] = [FaultKind::Loss, FaultKind::Duplicate, FaultKind::Delay];
 
@@ -65,33 +66,17 @@ impl Nemesis {
         info!(self.log, "fault end"; "kind" => what, "detail" => detail);
     }
 
-    /// Runs fault episodes until `end` (simulated time); episodes end by then.
+    /// Runs the process lane's episodes until `end` (simulated time); episodes end by then.
     pub async fn run(&mut self, seed: u64, end: Instant) {
-        let kinds: Vec<FaultKind> = EPISODES.into_iter().filter(|k| self.plan.has(*k)).collect();
-        if kinds.is_empty() {
-            return;
-        }
-        let mut rng = Rng::new(seed, 0x4e45_4d45);
-        loop {
-            tokio::time::sleep(rng.millis(self.plan.gap_ms.0, self.plan.gap_ms.1)).await;
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            let hold = rng.millis(self.plan.hold_ms.0, self.plan.hold_ms.1).min(end - now);
-            let kind = kinds[rng.range(0, kinds.len() as u64) as usize];
-            self.episode(kind, hold, &mut rng).await;
+        let mut episodes = Episodes::new(&self.plan, seed, Lane::Process, self.cluster.ids());
+        while let Some((fault, hold)) = episodes.next(end).await {
+            self.episode(fault, hold).await;
         }
     }
 
-    async fn episode(&mut self, kind: FaultKind, hold: Duration, rng: &mut Rng) {
-        let ids = self.cluster.ids();
-        let n = ids.len();
-        match kind {
-            FaultKind::Kill => {
-                // Mostly one broker; sometimes several, up to all of them.
-                let k = if rng.chance(0.25) { rng.range(2, n as u64 + 1) as usize } else { 1 };
-                let victims = rng.pick(&ids, k);
+    async fn episode(&mut self, fault: Fault, hold: Duration) {
+        match fault {
+            Fault::Kill(victims) => {
                 for &b in &victims {
                     self.cluster.kill(b);
                     self.killed.insert(b);
@@ -104,9 +89,7 @@ impl Nemesis {
                     self.end("kill", format!("broker {b} restarted"));
                 }
             }
-            FaultKind::Pause => {
-                let k = if rng.chance(0.25) { rng.range(2, n as u64 + 1) as usize } else { 1 };
-                let victims = rng.pick(&ids, k);
+            Fault::Pause(victims) => {
                 for &b in &victims {
                     self.cluster.pause(b);
                     self.paused.insert(b);
@@ -119,54 +102,18 @@ impl Nemesis {
                     self.end("pause", format!("broker {b} resumed"));
                 }
             }
-            FaultKind::Partition => {
-                let order = rng.pick(&ids, n);
-                let ids64 = |s: &[u8]| s.iter().map(|&b| u64::from(b)).collect::<Vec<_>>();
-                let detail = match rng.range(0, 5) {
-                    0 => {
-                        let m = rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
-                        let (minority, majority) = order.split_at(m);
-                        self.network.cut(&ids64(minority), &ids64(majority));
-                        self.network.cut(&ids64(majority), &ids64(minority));
-                        format!("majority/minority: {majority:?} | {minority:?}")
-                    }
-                    1 => {
-                        let (alone, rest) = order.split_at(1);
-                        self.network.cut(&ids64(alone), &ids64(rest));
-                        self.network.cut(&ids64(rest), &ids64(alone));
-                        format!("broker {} isolated", alone[0])
-                    }
-                    2 => {
-                        let m = rng.range(1, n as u64) as usize;
-                        let (from, to) = order.split_at(m);
-                        self.network.cut(&ids64(from), &ids64(to));
-                        format!("one-way: {from:?} cannot send to {to:?}")
-                    }
-                    3 => {
-                        let (deaf, rest) = order.split_at(1);
-                        self.network.cut(&ids64(rest), &ids64(deaf));
-                        format!("asymmetric: broker {} sends but receives nothing", deaf[0])
-                    }
-                    _ => {
-                        let (bridge, rest) = order.split_at(1);
-                        let (left, right) = rest.split_at(rest.len() / 2);
-                        self.network.cut(&ids64(left), &ids64(right));
-                        self.network.cut(&ids64(right), &ids64(left));
-                        format!("bridge: {left:?} | {right:?} joined only through broker {}", bridge[0])
-                    }
-                };
+            Fault::Partition(cut) => {
+                let detail = self.cut(&cut);
                 self.fault("partition", detail);
                 tokio::time::sleep(hold).await;
                 self.network.heal_links();
                 self.end("partition", "links healed".into());
             }
-            FaultKind::Corrupt => {
-                // One broker: a minority of every partition's replicas.
-                let b = rng.pick(&ids, 1)[0];
-                self.cluster.disk(b).set_read_corruption(self.plan.corrupt);
+            Fault::Corrupt { broker: b, rate, restart } => {
+                self.cluster.disk(b).set_read_corruption(rate);
                 self.corrupted.insert(b);
-                self.fault("corrupt", format!("broker {b} reads flip bits with p={:.4}", self.plan.corrupt));
-                if rng.chance(0.5) {
+                self.fault("corrupt", format!("broker {b} reads flip bits with p={rate:.4}"));
+                if restart {
                     // Recovery reads the whole log back: restart the broker while its reads are bad.
                     tokio::time::sleep(hold / 2).await;
                     self.cluster.kill(b);
@@ -181,16 +128,52 @@ impl Nemesis {
                 self.corrupted.remove(&b);
                 self.end("corrupt", format!("broker {b} reads clean"));
             }
-            FaultKind::Power => {
-                let b = rng.pick(&ids, 1)[0];
-                let ops = rng.range(0, 400);
-                self.cluster.disk(b).set_power_failure(Some(ops));
+            Fault::Power { broker: b, writes } => {
+                self.cluster.disk(b).set_power_failure(Some(writes));
                 self.armed.insert(b);
-                self.fault("power", format!("broker {b} disk loses power after {ops} more writes"));
+                self.fault("power", format!("broker {b} disk loses power after {writes} more writes"));
                 tokio::time::sleep(hold).await;
                 self.disarm(b);
             }
-            other => unreachable!("{other:?} is link noise"),
+            Fault::Noise(_) => unreachable!("link noise runs in its own lane"),
+        }
+    }
+
+    /// Cuts the links of `cut`; returns what the trace says about it.
+    fn cut(&self, cut: &Cut) -> String {
+        let ids64 = |s: &[u8]| s.iter().map(|&b| u64::from(b)).collect::<Vec<_>>();
+        let others = |b: u8| ids64(&self.cluster.ids().into_iter().filter(|&o| o != b).collect::<Vec<_>>());
+        match cut {
+            Cut::Split { majority, minority } => {
+                self.network.cut(&ids64(minority), &ids64(majority));
+                self.network.cut(&ids64(majority), &ids64(minority));
+                format!("majority/minority: {majority:?} | {minority:?}")
+            }
+            Cut::Isolate(b) => {
+                self.network.cut(&[u64::from(*b)], &others(*b));
+                self.network.cut(&others(*b), &[u64::from(*b)]);
+                format!("broker {b} isolated")
+            }
+            Cut::OneWay { from, to } => {
+                self.network.cut(&ids64(from), &ids64(to));
+                format!("one-way: {from:?} cannot send to {to:?}")
+            }
+            Cut::Deaf(b) => {
+                self.network.cut(&others(*b), &[u64::from(*b)]);
+                format!("asymmetric: broker {b} sends but receives nothing")
+            }
+            Cut::Bridge { left, right, bridge } => {
+                self.network.cut(&ids64(left), &ids64(right));
+                self.network.cut(&ids64(right), &ids64(left));
+                format!("bridge: {left:?} | {right:?} joined only through broker {bridge}")
+            }
+            Cut::Links(links) => {
+                for &(a, b) in links {
+                    self.network.cut(&[u64::from(a)], &[u64::from(b)]);
+                }
+                let links: Vec<_> = links.iter().map(|(a, b)| format!("{a}->{b}")).collect();
+                format!("links cut: {}", links.join(" "))
+            }
         }
     }
 
@@ -248,28 +231,9 @@ pub async fn noise(
     seed: u64,
     end: Instant,
 ) {
-    let kinds: Vec<FaultKind> = NOISE.into_iter().filter(|k| plan.has(*k)).collect();
-    if kinds.is_empty() {
-        return;
-    }
-    let mut rng = Rng::new(seed, 0x4e4f_4953);
-    loop {
-        tokio::time::sleep(rng.millis(plan.gap_ms.0, plan.gap_ms.1)).await;
-        let now = Instant::now();
-        if now >= end {
-            return;
-        }
-        let hold = rng.millis(plan.hold_ms.0, plan.hold_ms.1).min(end - now);
-        let mut on = Vec::new();
-        while on.is_empty() {
-            on = kinds.iter().copied().filter(|_| rng.chance(0.6)).collect();
-        }
-        let noise = Noise {
-            loss: if on.contains(&FaultKind::Loss) { plan.loss } else { 0.0 },
-            duplicate: if on.contains(&FaultKind::Duplicate) { plan.duplicate } else { 0.0 },
-            delay: if on.contains(&FaultKind::Delay) { plan.delay } else { 0.0 },
-            delay_max_ms: plan.delay_max_ms,
-        };
+    let mut episodes = Episodes::new(&plan, seed, Lane::Noise, Vec::new());
+    while let Some((fault, hold)) = episodes.next(end).await {
+        let Fault::Noise(noise) = fault else { unreachable!("the noise lane holds only noise") };
         network.set_noise(noise);
         injected.fetch_add(1, Ordering::Relaxed);
         info!(log, "fault"; "kind" => "noise", "detail" => format!("loss={:.3} duplicate={:.3} delay={:.3}<{}ms",
@@ -277,5 +241,117 @@ pub async fn noise(
         tokio::time::sleep(hold).await;
         network.set_noise(Noise::default());
         info!(log, "fault end"; "kind" => "noise", "detail" => "links quiet");
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Process,
+    Noise,
+}
+
+/// Where a lane's episodes come from: drawn from the seed one at a time (in
+/// the order of draws every seeded trace was recorded with), or a schedule's.
+enum Episodes {
+    Drawn { swarm: Swarm, kinds: Vec<FaultKind>, rng: Rng, lane: Lane, ids: Vec<u8> },
+    Listed(std::vec::IntoIter<Episode>),
+}
+
+impl Episodes {
+    fn new(plan: &Plan, seed: u64, lane: Lane, ids: Vec<u8>) -> Episodes {
+        match plan {
+            Plan::Scheduled(schedule) => Episodes::Listed(schedule.lane(lane == Lane::Noise).into_iter()),
+            Plan::Swarm(swarm) => {
+                let (lane_kinds, stream) = match lane {
+                    Lane::Process => (&PROCESS[..], 0x4e45_4d45),
+                    Lane::Noise => (&NOISE[..], 0x4e4f_4953),
+                };
+                let kinds: Vec<FaultKind> = lane_kinds.iter().copied().filter(|k| swarm.has(*k)).collect();
+                if kinds.is_empty() {
+                    return Episodes::Listed(Vec::new().into_iter());
+                }
+                Episodes::Drawn { swarm: swarm.clone(), kinds, rng: Rng::new(seed, stream), lane, ids }
+            }
+        }
+    }
+
+    /// Waits out the next episode's gap; then its fault and its hold, cut
+    /// short at `end`. None once the gap reaches `end`, or the list is done.
+    async fn next(&mut self, end: Instant) -> Option<(Fault, Duration)> {
+        let episode = match self {
+            Episodes::Listed(episodes) => episodes.next()?,
+            Episodes::Drawn { swarm, kinds, rng, lane: Lane::Process, ids } => {
+                let gap = rng.millis(swarm.gap_ms.0, swarm.gap_ms.1);
+                let hold = rng.millis(swarm.hold_ms.0, swarm.hold_ms.1);
+                let kind = kinds[rng.range(0, kinds.len() as u64) as usize];
+                Episode { gap, hold, fault: draw_process(kind, swarm, ids, rng) }
+            }
+            Episodes::Drawn { swarm, kinds, rng, lane: Lane::Noise, .. } => {
+                let gap = rng.millis(swarm.gap_ms.0, swarm.gap_ms.1);
+                let hold = rng.millis(swarm.hold_ms.0, swarm.hold_ms.1);
+                let mut on = Vec::new();
+                while on.is_empty() {
+                    on = kinds.iter().copied().filter(|_| rng.chance(0.6)).collect();
+                }
+                let rate = |kind, p| if on.contains(&kind) { p } else { 0.0 };
+                let fault = Fault::Noise(Noise {
+                    loss: rate(FaultKind::Loss, swarm.loss),
+                    duplicate: rate(FaultKind::Duplicate, swarm.duplicate),
+                    delay: rate(FaultKind::Delay, swarm.delay),
+                    delay_max_ms: swarm.delay_max_ms,
+                });
+                Episode { gap, hold, fault }
+            }
+        };
+        tokio::time::sleep(episode.gap).await;
+        let now = Instant::now();
+        if now >= end {
+            return None;
+        }
+        Some((episode.fault, episode.hold.min(end - now)))
+    }
+}
+
+/// A process fault of `kind` with targets drawn from the seed.
+fn draw_process(kind: FaultKind, swarm: &Swarm, ids: &[u8], rng: &mut Rng) -> Fault {
+    let n = ids.len();
+    match kind {
+        // Mostly one broker; sometimes several, up to all of them.
+        FaultKind::Kill | FaultKind::Pause => {
+            let k = if rng.chance(0.25) { rng.range(2, n as u64 + 1) as usize } else { 1 };
+            let victims = rng.pick(ids, k);
+            if kind == FaultKind::Kill {
+                Fault::Kill(victims)
+            } else {
+                Fault::Pause(victims)
+            }
+        }
+        FaultKind::Partition => {
+            let order = rng.pick(ids, n);
+            let cut = match rng.range(0, 5) {
+                0 => {
+                    let m = rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
+                    let (minority, majority) = order.split_at(m);
+                    Cut::Split { majority: majority.to_vec(), minority: minority.to_vec() }
+                }
+                1 => Cut::Isolate(order[0]),
+                2 => {
+                    let (from, to) = order.split_at(rng.range(1, n as u64) as usize);
+                    Cut::OneWay { from: from.to_vec(), to: to.to_vec() }
+                }
+                3 => Cut::Deaf(order[0]),
+                _ => {
+                    let (left, right) = order[1..].split_at((n - 1) / 2);
+                    Cut::Bridge { left: left.to_vec(), right: right.to_vec(), bridge: order[0] }
+                }
+            };
+            Fault::Partition(cut)
+        }
+        // One broker: a minority of every partition's replicas.
+        FaultKind::Corrupt => {
+            Fault::Corrupt { broker: rng.pick(ids, 1)[0], rate: swarm.corrupt, restart: rng.chance(0.5) }
+        }
+        FaultKind::Power => Fault::Power { broker: rng.pick(ids, 1)[0], writes: rng.range(0, 400) },
+        other => unreachable!("{other:?} is link noise"),
     }
 }

@@ -1,7 +1,8 @@
 //! `keel-sim`: the whole Keel cluster inside madsim, from one seed.
 //!
 //! ```text
-//! keel-sim run --seed N [--brokers 3..7] [--partitions N] [--duration 60s] [--faults all|none|LIST] [--trace FILE]
+//! keel-sim run --seed N [--brokers 3..7] [--partitions N] [--duration 60s] [--faults all|none|LIST|schedule:S]
+//!              [--schedule FILE] [--trace FILE]
 //! keel-sim replay TRACE
 //! keel-sim sweep --seeds A..B [--jobs 2] [--brokers ..] [--partitions ..] [--duration 60s] [--faults all] [--trace-dir DIR]
 //! ```
@@ -30,15 +31,19 @@ mod sim_main {
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
-    use sim::config::{parse_header, SimConfig};
+    use sim::config::{parse_header, Faults, SimConfig};
     use sim::run::{run, Outcome};
+    use sim::schedule::Schedule;
 
     const USAGE: &str = "usage:
-  keel-sim run --seed N [--brokers 3..7 (5)] [--partitions N (8)] [--duration 60s] [--faults all|none|LIST] [--trace FILE (./sim-N.trace)]
+  keel-sim run --seed N [--brokers 3..7 (5)] [--partitions N (8)] [--duration 60s] [--faults all|none|LIST|schedule:S]
+               [--schedule FILE] [--trace FILE (./sim-N.trace)]
   keel-sim replay TRACE [--trace NEW (./NAME.replay.trace)]
   keel-sim sweep --seeds A..B [--jobs 2] [--brokers 5] [--partitions 8] [--duration 60s] [--faults all] [--trace-dir DIR (.)]
 faults: all (the seed draws which are on; all,-corrupt leaves corrupt out), none, or a list of
-  kill, pause, partition, loss, duplicate, delay, corrupt, power
+  kill, pause, partition, loss, duplicate, delay, corrupt, power; or exactly the episodes of a
+  schedule (sim/src/schedule.rs), e.g. schedule:500+3000=kill(1,2);0+2000=noise(loss=0.1,dup=0,delay=0.2<300)
+  (--schedule FILE reads it from a file)
 exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whose trace differs";
 
     pub fn main(args: Vec<String>) -> i32 {
@@ -67,7 +72,7 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
     }
 
     fn command(config: &SimConfig) -> String {
-        format!("keel-sim run --seed {} {}", config.seed, config.flags())
+        config.command()
     }
 
     fn summary(config: &SimConfig, outcome: &Outcome, trace: &Path) {
@@ -105,6 +110,12 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
             seed |= flag == "--seed";
             if flag == "--trace" {
                 trace = Some(PathBuf::from(value));
+            } else if flag == "--schedule" {
+                let text = std::fs::read_to_string(value).map_err(|e| format!("--schedule {value}: {e}"))?;
+                let text = text.trim();
+                let schedule = Schedule::parse(text.strip_prefix("schedule:").unwrap_or(text))
+                    .map_err(|e| format!("--schedule {value}: {e}"))?;
+                config.faults = Faults::Scheduled(schedule);
             } else if !config.set(flag, value)? {
                 return Err(format!("unknown flag {flag}"));
             }
@@ -112,6 +123,7 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
         if !seed {
             return Err("run needs --seed N".into());
         }
+        config.check()?;
         let trace = trace.unwrap_or_else(|| PathBuf::from(format!("sim-{}.trace", config.seed)));
         let outcome = run(&config);
         write_trace(&trace, &outcome)?;
@@ -195,6 +207,7 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
             }
         }
         let (first, last) = seeds.ok_or("sweep needs --seeds A..B")?;
+        template.check()?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("--trace-dir {}: {e}", dir.display()))?;
         let jobs = jobs.max(1);
         let started = Instant::now();
