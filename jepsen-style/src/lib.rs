@@ -56,6 +56,9 @@ mod check;
 mod event;
 mod history;
 mod jsonl;
+pub mod kafka;
+#[cfg(not(madsim))]
+pub mod run;
 
 pub use builder::HistoryBuilder;
 pub use check::{check, Anomaly, Example, Finding, Options, Outcomes, PartitionSummary, Report, Summary};

@@ -1,0 +1,269 @@
+//! Kafka client operations recorded in a history: one send or one poll through `raft_node::client`, with
+//! what the answer (or its absence) means for the history. Runs on real tokio and on madsim alike (time
+//! only through `tokio::time` and the recorder's clock), so the real-process runner and a simulated
+//! workload can share it.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_node::client::records::{ConsumedBatch, ProducerRecord};
+use raft_node::client::{Acks, Client, Error};
+
+use crate::{History, HistoryBuilder, HistoryError, Op, OpIndex, Process, Record, Seek, TopicPartition};
+
+/// The history and the counts progress reports show, shared by every client.
+pub struct Recorder {
+    state: Mutex<RecorderState>,
+    /// Nanoseconds since the start of the run, on the runtime's monotonic clock.
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    history: HistoryBuilder,
+    /// The highest acknowledged offset of each partition.
+    acked: BTreeMap<TopicPartition, i64>,
+    counts: Counts,
+}
+
+/// Operations so far, for progress reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub invoked: usize,
+    pub acked: usize,
+    pub failed: usize,
+    pub indeterminate: usize,
+    pub records_read: usize,
+}
+
+impl Recorder {
+    pub fn new(clock: impl Fn() -> u64 + Send + Sync + 'static) -> Recorder {
+        Recorder { state: Mutex::new(RecorderState::default()), clock: Box::new(clock) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RecorderState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The clock is read under the lock, so times never go back along the history.
+    fn record<T>(&self, f: impl FnOnce(&mut RecorderState, u64) -> Result<T, HistoryError>) -> T {
+        let mut state = self.lock();
+        let now = (self.clock)();
+        // A history error is a bug of the workload, never of the brokers: fail loudly.
+        f(&mut state, now).unwrap_or_else(|e| panic!("the workload recorded an ill-formed history: {e}"))
+    }
+
+    pub fn invoke(&self, process: Process, op: Op) -> OpIndex {
+        self.record(|s, now| {
+            s.counts.invoked += 1;
+            s.history.invoke(process, now, op)
+        })
+    }
+
+    pub fn ok(&self, op: OpIndex) {
+        self.record(|s, now| s.history.ok(op, now))
+    }
+
+    fn ok_send(&self, op: OpIndex, tp: &TopicPartition, offset: i64) {
+        self.record(|s, now| {
+            s.counts.acked += 1;
+            let max = s.acked.entry(tp.clone()).or_insert(offset);
+            *max = (*max).max(offset);
+            s.history.ok_send(op, now, offset)
+        })
+    }
+
+    fn ok_poll(&self, op: OpIndex, records: Vec<Record>) {
+        self.record(|s, now| {
+            s.counts.records_read += records.len();
+            s.history.ok_poll(op, now, records)
+        })
+    }
+
+    fn fail(&self, op: OpIndex) {
+        self.record(|s, now| {
+            s.counts.failed += 1;
+            s.history.fail(op, now)
+        })
+    }
+
+    fn info(&self, op: OpIndex) {
+        self.record(|s, now| {
+            s.counts.indeterminate += 1;
+            s.history.info(op, now)
+        })
+    }
+
+    pub fn max_acked(&self, tp: &TopicPartition) -> Option<i64> {
+        self.lock().acked.get(tp).copied()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.lock().counts
+    }
+
+    /// Nanoseconds since the start of the run.
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    pub fn finish(&self) -> History {
+        std::mem::take(&mut self.lock().history).finish()
+    }
+}
+
+/// How a send ended, for the caller's log.
+#[derive(Debug)]
+pub enum SendOutcome {
+    Acked(i64),
+    /// Surely not written.
+    Failed(Error),
+    /// May or may not have been written.
+    Indeterminate(String),
+}
+
+/// How a poll ended, for the caller's log.
+#[derive(Debug)]
+pub struct PollOutcome {
+    pub records: usize,
+    pub high_watermark: i64,
+    /// Why decoding stopped early, if it did.
+    pub broken: Option<String>,
+}
+
+/// Errors after which the produce surely was not written: no attempt reached a broker that could have
+/// appended it. Anything else (a timeout, a connection cut after sending, an error code) may hide a write.
+pub fn surely_not_written(error: &Error) -> bool {
+    match error {
+        Error::Connect { .. } => true,
+        Error::Unreachable(errors) => errors.iter().all(surely_not_written),
+        _ => false,
+    }
+}
+
+/// Sends one unique `value` to `tp` with acks=all, recorded as `process`. An answer later than `timeout`
+/// is given up as indeterminate, and the client is replaced by `fresh()`: a request cut short may leave
+/// its connection mid-exchange.
+pub async fn send(
+    recorder: &Recorder,
+    client: &mut Client,
+    fresh: impl FnOnce() -> Client,
+    process: Process,
+    tp: &TopicPartition,
+    value: String,
+    timeout: Duration,
+) -> SendOutcome {
+    let op = recorder
+        .invoke(process, Op::Send(crate::Send { tp: tp.clone(), key: None, value: value.clone(), offset: None }));
+    let timestamp = 1_700_000_000_000 + (recorder.now() / 1_000_000) as i64;
+    let record = ProducerRecord { key: None, value: Some(Bytes::from(value)), timestamp };
+    let produced = tokio::time::timeout(timeout, client.produce(&tp.topic, tp.partition, &[record], Acks::All)).await;
+    match produced {
+        Ok(Ok(Some(offset))) => {
+            recorder.ok_send(op, tp, offset);
+            SendOutcome::Acked(offset)
+        }
+        Ok(Ok(None)) => {
+            recorder.info(op);
+            SendOutcome::Indeterminate("acknowledged without an offset".into())
+        }
+        Ok(Err(e)) if surely_not_written(&e) => {
+            recorder.fail(op);
+            SendOutcome::Failed(e)
+        }
+        Ok(Err(e)) => {
+            recorder.info(op);
+            SendOutcome::Indeterminate(e.to_string())
+        }
+        Err(_) => {
+            recorder.info(op);
+            *client = fresh();
+            SendOutcome::Indeterminate(format!("no answer in {timeout:?}"))
+        }
+    }
+}
+
+/// Reads `tp` once from `*position` and advances it past what was read. A fetch changes nothing on the
+/// broker, so any error or timeout is a failed poll (the client is replaced after a timeout).
+#[allow(clippy::too_many_arguments)]
+pub async fn poll(
+    recorder: &Recorder,
+    client: &mut Client,
+    fresh: impl FnOnce() -> Client,
+    process: Process,
+    tp: &TopicPartition,
+    position: &mut i64,
+    max_wait: Duration,
+    timeout: Duration,
+) -> Result<PollOutcome, String> {
+    const FETCH_BYTES: i32 = 1 << 20;
+    let op = recorder.invoke(process, Op::Poll(Vec::new()));
+    let fetched =
+        tokio::time::timeout(timeout, client.fetch(&tp.topic, tp.partition, *position, max_wait, FETCH_BYTES)).await;
+    match fetched {
+        Ok(Ok(fetched)) => {
+            let (records, next, undecodable) = records_from(tp, &fetched.batches, *position);
+            let outcome = PollOutcome {
+                records: records.len(),
+                high_watermark: fetched.high_watermark,
+                broken: undecodable.or(fetched.broken),
+            };
+            recorder.ok_poll(op, records);
+            *position = next;
+            Ok(outcome)
+        }
+        Ok(Err(e)) => {
+            recorder.fail(op);
+            Err(e.to_string())
+        }
+        Err(_) => {
+            recorder.fail(op);
+            *client = fresh();
+            Err(format!("no answer in {timeout:?}"))
+        }
+    }
+}
+
+/// The records of `batches` from offset `from` on, the offset after the last, and why decoding stopped
+/// early if it did (the records before the undecodable batch are kept).
+fn records_from(tp: &TopicPartition, batches: &[ConsumedBatch], from: i64) -> (Vec<Record>, i64, Option<String>) {
+    let text = |bytes: &Option<Bytes>| bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let mut records = Vec::new();
+    let mut next = from;
+    for batch in batches {
+        let batch_records = match &batch.records {
+            Ok(batch_records) => batch_records,
+            Err(why) => return (records, next, Some(format!("batch at {}: {why}", batch.base_offset))),
+        };
+        for r in batch_records {
+            if r.offset < next {
+                continue;
+            }
+            records.push(Record {
+                tp: tp.clone(),
+                offset: r.offset,
+                key: text(&r.key),
+                value: text(&r.value).unwrap_or_default(),
+            });
+            next = r.offset + 1;
+        }
+    }
+    (records, next, None)
+}
+
+/// Assigns `partitions` to a consumer and seeks each to offset 0: the positions to poll from.
+pub fn assign_from_start(
+    recorder: &Recorder,
+    process: Process,
+    partitions: &[TopicPartition],
+) -> Vec<(TopicPartition, i64)> {
+    let op = recorder.invoke(process, Op::Assign(partitions.to_vec()));
+    recorder.ok(op);
+    for tp in partitions {
+        let op = recorder.invoke(process, Op::Seek(Seek { tp: tp.clone(), offset: 0 }));
+        recorder.ok(op);
+    }
+    partitions.iter().map(|tp| (tp.clone(), 0)).collect()
+}

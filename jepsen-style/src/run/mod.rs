@@ -1,0 +1,338 @@
+//! `keel-jepsen run`: a cluster of real `keel broker` processes, Kafka clients recording a history,
+//! faults on a seeded schedule, then the heal, a liveness deadline, the final read and the checker.
+
+mod cluster;
+mod nemesis;
+mod network;
+mod output;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::kafka::Recorder;
+use crate::{check, Options, Process, Report, TopicPartition};
+use cluster::Cluster;
+pub use nemesis::{FaultKind, FaultWindow};
+use network::Network;
+use workload::Workload;
+
+pub const TOPIC: &str = "jepsen";
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub brokers: usize,
+    pub partitions: i32,
+    pub duration: Duration,
+    pub nemesis: Vec<FaultKind>,
+    /// Target sends per second over all producers (an upper bound: each waits for its answer).
+    pub rate: u32,
+    pub producers: u64,
+    pub consumers: u64,
+    pub out: PathBuf,
+    pub keel: PathBuf,
+    /// The planted bug the brokers run with (a keel built with the planted-bugs feature).
+    pub planted: Option<String>,
+    pub seed: u64,
+    /// After the heal, every partition must take a write within this.
+    pub liveness_deadline: Duration,
+    pub final_read_deadline: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Harness(String),
+}
+
+impl RunError {
+    fn io(context: impl Into<String>, source: std::io::Error) -> RunError {
+        RunError::Io { context: context.into(), source }
+    }
+}
+
+/// What a run found besides the checker's report.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub seed: u64,
+    pub brokers: usize,
+    pub partitions: i32,
+    pub duration_s: f64,
+    pub nemesis: Vec<FaultKind>,
+    pub planted: Option<String>,
+    /// Why partitions were skipped, if asked for and impossible here.
+    pub partitions_skipped: Option<String>,
+    pub faults: Vec<FaultWindow>,
+    /// Brokers that exited by themselves (a crash of the broker, not a fault), with the exit status.
+    pub broker_exits: Vec<String>,
+    pub heal_ns: u64,
+    /// Partitions that took no write within the liveness deadline after the heal.
+    pub stuck_partitions: Vec<TopicPartition>,
+    /// Partitions the final read could not finish, with why.
+    pub unfinished_reads: Vec<String>,
+    pub valid: bool,
+    pub verdict: String,
+}
+
+/// Prints a progress line stamped with seconds since the start.
+pub fn progress(now_ns: u64, line: &str) {
+    println!("[{:7.1}s] {line}", now_ns as f64 / 1e9);
+}
+
+/// Runs the test; `Ok` carries the verdict (valid or not), `Err` a harness failure.
+pub async fn run(config: RunConfig) -> Result<(RunSummary, Report), RunError> {
+    let start = Instant::now();
+    let clock: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || start.elapsed().as_nanos() as u64);
+    std::fs::create_dir_all(&config.out)
+        .map_err(|e| RunError::io(format!("cannot create {}", config.out.display()), e))?;
+    progress(
+        0,
+        &format!(
+            "seed {}, {} brokers, faults {:?}, results in {}",
+            config.seed,
+            config.brokers,
+            config.nemesis,
+            config.out.display()
+        ),
+    );
+
+    let mut kinds = config.nemesis.clone();
+    let mut partitions_skipped = None;
+    // Declared before the cluster, so it is dropped after the brokers inside it are gone.
+    let network = if kinds.contains(&FaultKind::Partition) {
+        match Network::unavailable() {
+            None => {
+                let network = Network::create(config.brokers)?;
+                progress(clock(), &format!("network namespaces up; links cut with {:?}", network.cutter()));
+                Some(Arc::new(network))
+            }
+            Some(why) => {
+                progress(clock(), &format!("partitions skipped: {why}"));
+                kinds.retain(|k| *k != FaultKind::Partition);
+                partitions_skipped = Some(why);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let cluster =
+        Arc::new(Cluster::new(&config.out, &config.keel, config.brokers, network.as_deref(), config.planted.clone())?);
+    let result = run_cluster(&config, &cluster, network.clone(), kinds, clock.clone()).await;
+    cluster.shutdown();
+    let (mut summary, report) = result?;
+    summary.partitions_skipped = partitions_skipped;
+    output::write(&config.out, &summary, &report)?;
+    Ok((summary, report))
+}
+
+async fn run_cluster(
+    config: &RunConfig,
+    cluster: &Arc<Cluster>,
+    network: Option<Arc<Network>>,
+    kinds: Vec<FaultKind>,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+) -> Result<(RunSummary, Report), RunError> {
+    cluster.start_all()?;
+    let recorder = Arc::new(Recorder::new({
+        let clock = clock.clone();
+        move || clock()
+    }));
+    let partitions: Vec<TopicPartition> = (0..config.partitions).map(|p| TopicPartition::new(TOPIC, p)).collect();
+    let workload = Arc::new(Workload {
+        bootstrap: cluster.bootstrap(),
+        partitions,
+        recorder: recorder.clone(),
+        stop: Default::default(),
+        seed: config.seed,
+    });
+    setup(config, cluster, &workload).await?;
+    progress(clock(), &format!("topic {TOPIC} ready with {} partitions", config.partitions));
+
+    let mut broker_exits = Vec::new();
+    let mut clients = Vec::new();
+    let interval = Duration::from_secs_f64(config.producers as f64 / f64::from(config.rate.max(1)));
+    for p in 1..=config.producers {
+        clients.push(tokio::spawn(workload::producer(workload.clone(), Process(p), interval)));
+    }
+    for c in 1..=config.consumers {
+        clients.push(tokio::spawn(workload::consumer(workload.clone(), Process(100 + c))));
+    }
+    let windows = Arc::new(Mutex::new(Vec::new()));
+    let stop_nemesis = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let nemesis = nemesis::Nemesis {
+        cluster: cluster.clone(),
+        network: network.clone(),
+        kinds,
+        rng: ChaCha8Rng::seed_from_u64(config.seed),
+        windows: windows.clone(),
+        clock: clock.clone(),
+    };
+    let nemesis = tokio::spawn(nemesis.run(stop_nemesis.clone(), (3_000, 10_000), (2_000, 6_000)));
+
+    let end = tokio::time::Instant::now() + config.duration;
+    let mut last = recorder.counts();
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(5).min(end - tokio::time::Instant::now())).await;
+        let counts = recorder.counts();
+        progress(
+            clock(),
+            &format!(
+                "ops {} (+{}), acked {} (+{}), failed {}, indeterminate {}, records read {}",
+                counts.invoked,
+                counts.invoked - last.invoked,
+                counts.acked,
+                counts.acked - last.acked,
+                counts.failed,
+                counts.indeterminate,
+                counts.records_read
+            ),
+        );
+        last = counts;
+        note_exits(cluster, &clock, &mut broker_exits);
+        if nemesis.is_finished() {
+            break;
+        }
+    }
+
+    // Heal: the nemesis heals its fault, then every fault is off.
+    stop_nemesis.store(true, Ordering::Relaxed);
+    match nemesis.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(RunError::Harness(format!("the nemesis failed: {e}"))),
+    }
+    note_exits(cluster, &clock, &mut broker_exits);
+    if let Some(network) = &network {
+        network.heal()?;
+    }
+    cluster.heal()?;
+    let heal_ns = clock();
+    progress(heal_ns, "healed: every broker running, every link whole");
+    workload.stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.map_err(|e| RunError::Harness(format!("a client failed: {e}")))?;
+    }
+
+    let stuck = workload::liveness(workload.clone(), config.liveness_deadline).await;
+    progress(
+        clock(),
+        &if stuck.is_empty() {
+            "liveness: every partition took a write".to_string()
+        } else {
+            format!("liveness FAILED: no write within {:?} on {stuck:?}", config.liveness_deadline)
+        },
+    );
+    let unfinished = workload::final_read(workload.clone(), config.final_read_deadline).await;
+    progress(
+        clock(),
+        &if unfinished.is_empty() {
+            "final read done".to_string()
+        } else {
+            format!("final read unfinished: {unfinished:?}")
+        },
+    );
+    note_exits(cluster, &clock, &mut broker_exits);
+
+    let history = recorder.finish();
+    let report = check(&history, &Options { idempotent: false });
+    let mut problems: Vec<String> = Vec::new();
+    if !report.valid {
+        problems.push(report.verdict.clone());
+    }
+    if !stuck.is_empty() {
+        problems.push("liveness".into());
+    }
+    if !unfinished.is_empty() {
+        problems.push("final read unfinished".into());
+    }
+    if !broker_exits.is_empty() {
+        problems.push("broker exited by itself".into());
+    }
+    let valid = problems.is_empty();
+    let verdict = if valid { "valid".to_string() } else { format!("invalid: {}", problems.join("; ")) };
+    let faults = std::mem::take(&mut *windows.lock().unwrap_or_else(PoisonError::into_inner));
+    let summary = RunSummary {
+        seed: config.seed,
+        brokers: config.brokers,
+        partitions: config.partitions,
+        duration_s: config.duration.as_secs_f64(),
+        nemesis: config.nemesis.clone(),
+        planted: config.planted.clone(),
+        partitions_skipped: None,
+        faults,
+        broker_exits,
+        heal_ns,
+        stuck_partitions: stuck,
+        unfinished_reads: unfinished,
+        valid,
+        verdict,
+    };
+    output::write_history(&config.out, &history)?;
+    Ok((summary, report))
+}
+
+/// Reports brokers that exited by themselves; the heal restarts them.
+fn note_exits(cluster: &Cluster, clock: &Arc<dyn Fn() -> u64 + Send + Sync>, exits: &mut Vec<String>) {
+    for (id, status) in cluster.take_exits() {
+        progress(
+            clock(),
+            &format!("broker {id} exited by itself ({status}); its log ends:\n{}", cluster.log_tail(id, 10)),
+        );
+        exits.push(format!("broker {id}: {status}"));
+    }
+}
+
+/// Waits for every broker to join, creates the topic and waits for a leader on each partition.
+async fn setup(config: &RunConfig, cluster: &Cluster, workload: &Workload) -> Result<(), RunError> {
+    const SETUP_DEADLINE: Duration = Duration::from_secs(120);
+    let end = tokio::time::Instant::now() + SETUP_DEADLINE;
+    let mut client = workload.client(Process(0));
+    let mut last = String::new();
+    let replication = config.brokers.min(3) as i16;
+    let mut created = false;
+    loop {
+        if let Some((id, status)) = cluster.take_exits().into_iter().next() {
+            return Err(RunError::Harness(format!(
+                "broker {id} exited during startup ({status}); its log ends:\n{}",
+                cluster.log_tail(id, 20)
+            )));
+        }
+        if tokio::time::Instant::now() >= end {
+            return Err(RunError::Harness(format!("the cluster was not ready within {SETUP_DEADLINE:?}: {last}")));
+        }
+        match client.metadata().await {
+            Ok(info) if info.brokers.len() < config.brokers => {
+                last = format!("{} of {} brokers registered", info.brokers.len(), config.brokers)
+            }
+            Ok(_) if !created => {
+                match client.create_topic(TOPIC, Some(config.partitions), Some(replication), &BTreeMap::new()).await {
+                    Ok(()) => created = true,
+                    Err(e) if e.to_string().contains("TOPIC_ALREADY_EXISTS") => created = true,
+                    Err(e) => last = format!("create topic: {e}"),
+                }
+            }
+            Ok(_) => match client.topic(TOPIC).await {
+                Ok(topic)
+                    if topic.partitions.len() == config.partitions as usize
+                        && topic.partitions.iter().all(|p| p.leader.is_some()) =>
+                {
+                    return Ok(())
+                }
+                Ok(_) => last = "waiting for partition leaders".into(),
+                Err(e) => last = format!("topic metadata: {e}"),
+            },
+            Err(e) => last = format!("metadata: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
