@@ -13,7 +13,7 @@ use crate::api::KafkaApi;
 use crate::config::BrokerConfig;
 use crate::kafka::{serve, ServerConfig};
 use crate::node::{Node, NodeConfig, NodeError};
-use crate::replica::RaftSettings;
+use crate::replica::{AppliedHook, RaftSettings};
 use crate::storage::{Disk, FileDisk, LogConfig};
 use crate::transport::{Transport, TransportConfig};
 
@@ -51,16 +51,27 @@ pub async fn run_on(
     logger: Logger,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
-    run_on_with(config, disk, TransportConfig::default(), logger, shutdown).await
+    run_on_with(config, disk, Instruments::default(), logger, shutdown).await
 }
 
-/// [`run_on`] with the broker-to-broker transport configured by the caller:
-/// the simulator passes its link faults (loss, duplication, delay, partitions)
-/// and a seed for the reconnect jitter.
+/// What the simulator hands a broker beyond its config; production runs with
+/// the default.
+#[derive(Clone, Debug, Default)]
+pub struct Instruments {
+    /// Link faults (loss, duplication, delay, partitions) and the seed of
+    /// the reconnect jitter.
+    pub transport: TransportConfig,
+    /// Seeds the broker's election jitter; by default the broker id.
+    pub seed: Option<u64>,
+    /// Sees every committed entry applied on this broker.
+    pub on_applied: Option<AppliedHook>,
+}
+
+/// [`run_on`], instrumented by the caller (the simulator).
 pub async fn run_on_with(
     config: BrokerConfig,
     disk: Arc<dyn Disk>,
-    transport_config: TransportConfig,
+    instruments: Instruments,
     logger: Logger,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
@@ -74,8 +85,8 @@ pub async fn run_on_with(
     let kafka_listener =
         TcpListener::bind(config.kafka.listen).await.map_err(io(format!("kafka listener {}", config.kafka.listen)))?;
     let peers: BTreeMap<u64, _> = config.cluster.iter().filter(|m| m.id != node_id).map(|m| (m.id, m.raft)).collect();
-    let (transport, inbound) =
-        Transport::start(node_id, raft_listener, peers, transport_config, logger.clone()).map_err(io("transport"))?;
+    let (transport, inbound) = Transport::start(node_id, raft_listener, peers, instruments.transport, logger.clone())
+        .map_err(io("transport"))?;
     let (advertised_host, advertised_port) = config.advertised();
     let node_config = NodeConfig {
         node_id,
@@ -90,7 +101,8 @@ pub async fn run_on_with(
         log: LogConfig { segment_bytes: config.storage.segment_bytes, ..LogConfig::default() },
         tick: Duration::from_millis(config.raft.tick_ms),
         retention_check_ticks: (config.storage.retention_check_ms / config.raft.tick_ms).max(1),
-        seed: node_id,
+        seed: instruments.seed.unwrap_or(node_id),
+        on_applied: instruments.on_applied,
     };
     let (node, handle) = Node::open(node_config, disk, transport.clone(), &logger)?;
     let api = KafkaApi::new(handle, node_id);

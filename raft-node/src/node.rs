@@ -25,7 +25,7 @@ use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
-use crate::replica::{Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
+use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
 
@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub retention_check_ticks: u64,
     /// Seeds election jitter; fixed per node so a simulation replays.
     pub seed: u64,
+    /// Given to every replica (see `AppliedHook`).
+    pub on_applied: Option<AppliedHook>,
 }
 
 /// Who leads a group, and in which term (a higher term wins).
@@ -181,8 +183,9 @@ impl Node {
             settings: config.raft.clone(),
             logger: logger.clone(),
         };
-        let metadata =
+        let mut metadata =
             Replica::open(GroupId::Metadata, &config.voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
+        metadata.set_on_applied(config.on_applied.clone());
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
         let handle = NodeHandle { node_id: config.node_id, requests: requests_tx, view: view.subscribe() };
@@ -416,7 +419,8 @@ impl Node {
                 ..self.env.clone()
             };
             match Replica::open(group, &voters, seed, &env) {
-                Ok(replica) => {
+                Ok(mut replica) => {
+                    replica.set_on_applied(self.config.on_applied.clone());
                     self.partitions.insert(group, replica);
                 }
                 Err(e) => {

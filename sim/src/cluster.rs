@@ -6,12 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use madsim::runtime::{Handle, NodeHandle};
+use raft_node::broker::Instruments;
 use raft_node::config::{BrokerConfig, ClusterMember, KafkaSection, RaftSection};
 use raft_node::storage::FaultyDisk;
 use raft_node::transport::TransportConfig;
 use slog::{error, Logger};
 
 use crate::faults::Network;
+use crate::invariants::CommittedEntries;
 
 /// Simulated addresses, from the documentation range: nothing leaves the process.
 pub fn address(host: u8, port: u16) -> SocketAddr {
@@ -44,30 +46,43 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts brokers `1..=brokers`; their transports consult `network`.
-    pub fn start(handle: &Handle, seed: u64, brokers: u8, network: Arc<Network>, logger: &Logger) -> Cluster {
+    /// Starts brokers `1..=brokers`; their transports consult `network`, and
+    /// `committed` sees every entry they apply.
+    pub fn start(
+        handle: &Handle,
+        seed: u64,
+        brokers: u8,
+        network: Arc<Network>,
+        committed: &Arc<CommittedEntries>,
+        logger: &Logger,
+    ) -> Cluster {
         let exits = Arc::new(Mutex::new(BTreeMap::new()));
         let mut nodes = Vec::new();
         let mut disks = Vec::new();
         for id in 1..=brokers {
             let disk = FaultyDisk::new(seed.rotate_left(8) ^ u64::from(id));
             let (logger, exits, network, node_disk) = (logger.clone(), exits.clone(), network.clone(), disk.clone());
+            let on_applied = committed.hook(id);
             let node = handle
                 .create_node()
                 .name(format!("broker-{id}"))
                 .ip(address(id, 0).ip())
                 .init(move || {
                     let (disk, logger, exits) = (node_disk.clone(), logger.clone(), exits.clone());
-                    let transport = TransportConfig {
-                        seed: seed ^ (u64::from(id) << 32),
-                        faults: Some(network.clone()),
-                        ..TransportConfig::default()
+                    let instruments = Instruments {
+                        transport: TransportConfig {
+                            seed: seed ^ (u64::from(id) << 32),
+                            faults: Some(network.clone()),
+                            ..TransportConfig::default()
+                        },
+                        seed: None,
+                        on_applied: Some(on_applied.clone()),
                     };
                     async move {
                         let ended = raft_node::broker::run_on_with(
                             broker_config(id, brokers),
                             Arc::new(disk),
-                            transport,
+                            instruments,
                             logger.clone(),
                             std::future::pending(),
                         )

@@ -2,6 +2,11 @@
 //! the checker judges.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use raft_node::group_id::GroupId;
+use raft_node::replica::AppliedHook;
 
 /// Raft's election safety: at most one leader per term of each group. Every
 /// broker logs "became leader at term T" with its raft id and group; two
@@ -40,6 +45,60 @@ pub fn no_critical_trouble(trace: &str, corrupt_reads: bool) -> Vec<String> {
         .collect()
 }
 
+/// Committed entries never change, and every replica's committed log is a
+/// prefix of the others': checked as the run goes, from every entry any
+/// replica applies. The first replica to apply an index fixes its term and
+/// bytes; any later apply of that index, on any broker (again after a
+/// restart too), must match.
+#[derive(Default)]
+pub struct CommittedEntries {
+    state: Mutex<Committed>,
+}
+
+#[derive(Default)]
+struct Committed {
+    /// (group, index) -> (term, data, the broker that applied it first).
+    entries: BTreeMap<(String, u64), (u64, Bytes, u8)>,
+    violations: Vec<String>,
+}
+
+impl CommittedEntries {
+    /// The hook for broker `broker`'s replicas.
+    pub fn hook(self: &Arc<Self>, broker: u8) -> AppliedHook {
+        let this = self.clone();
+        AppliedHook::new(move |group, entries| this.applied(broker, group, entries))
+    }
+
+    fn applied(&self, broker: u8, group: &GroupId, entries: &[raft::eraftpb::Entry]) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Committed { entries: known, violations } = &mut *state;
+        for entry in entries {
+            let key = (group.to_string(), entry.index);
+            match known.get(&key) {
+                None => {
+                    known.insert(key, (entry.term, entry.data.clone(), broker));
+                }
+                Some((term, data, first)) if *term != entry.term || *data != entry.data => violations.push(format!(
+                    "invariant: group {} committed index {} changed: term {term} ({} bytes) applied by broker {first}, \
+                     term {} ({} bytes) by broker {broker}",
+                    key.0,
+                    key.1,
+                    data.len(),
+                    entry.term,
+                    entry.data.len()
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The breaks seen so far, at most `limit`.
+    pub fn violations(&self, limit: usize) -> Vec<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.violations.iter().take(limit).cloned().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +130,28 @@ mod tests {
         let found = no_critical_trouble(&trace, false);
         assert_eq!(found.len(), 2, "a corrupt record without injected corruption is a bug: {found:?}");
         assert!(no_critical_trouble(&power, false).is_empty());
+    }
+
+    fn entry(index: u64, term: u64, data: &'static [u8]) -> raft::eraftpb::Entry {
+        raft::eraftpb::Entry { index, term, data: Bytes::from_static(data), ..Default::default() }
+    }
+
+    #[test]
+    fn a_committed_entry_applied_differently_anywhere_is_reported() {
+        let committed = Arc::new(CommittedEntries::default());
+        let group = GroupId::Metadata;
+        let (one, two) = (committed.hook(1), committed.hook(2));
+        one.call(&group, &[entry(1, 1, b"a"), entry(2, 1, b"b")]);
+        two.call(&group, &[entry(1, 1, b"a")]);
+        // Again after a restart: the same entries are fine.
+        one.call(&group, &[entry(2, 1, b"b")]);
+        assert!(committed.violations(10).is_empty());
+        two.call(&group, &[entry(2, 2, b"b"), entry(3, 2, b"c")]);
+        one.call(&group, &[entry(3, 2, b"x")]);
+        let found = committed.violations(10);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("index 2 changed: term 1"), "{found:?}");
+        assert!(found[1].contains("index 3 changed"), "{found:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use slog::{info, o};
 use crate::cluster::{address, Cluster, CLIENT_HOST};
 use crate::config::{header, FaultKind, SimConfig};
 use crate::faults::{NetCounts, Network, Plan};
+use crate::invariants::CommittedEntries;
 use crate::nemesis::{noise, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Workload};
@@ -55,6 +56,7 @@ struct Shared {
     recorder: Arc<workload::Recorder>,
     network: Arc<Network>,
     injected: Arc<AtomicUsize>,
+    committed: Arc<CommittedEntries>,
 }
 
 /// Runs the simulation of `config` on its own madsim runtime (this thread).
@@ -69,6 +71,7 @@ pub fn run(config: &SimConfig) -> Outcome {
         recorder: Arc::new(workload::Recorder::new(logger.new(o!("sim" => "client")))),
         network: Arc::new(Network::new(config.seed)),
         injected: Arc::new(AtomicUsize::new(0)),
+        committed: Arc::new(CommittedEntries::default()),
     };
     let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A hung simulation ends as a failure rather than running forever.
@@ -80,6 +83,7 @@ pub fn run(config: &SimConfig) -> Outcome {
             recorder: shared.recorder.clone(),
             network: shared.network.clone(),
             injected: shared.injected.clone(),
+            committed: shared.committed.clone(),
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             runtime.block_on(simulate(config, plan, logger, shared))
@@ -99,6 +103,7 @@ pub fn run(config: &SimConfig) -> Outcome {
     let text = String::from_utf8_lossy(&trace.contents()).into_owned();
     let elections = text.matches("became leader at term").count();
     failures.extend(crate::invariants::one_leader_per_term(&text));
+    failures.extend(shared.committed.violations(3));
     failures.extend(crate::invariants::no_critical_trouble(&text, plan.has(FaultKind::Corrupt)));
     let mut reasons = Vec::new();
     if let Some(report) = &report {
@@ -158,7 +163,8 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     let handle = Handle::current();
     let log = logger.new(o!("sim" => "nemesis"));
     let network = shared.network;
-    let cluster = Arc::new(Cluster::start(&handle, config.seed, config.brokers, network.clone(), &logger));
+    let cluster =
+        Arc::new(Cluster::start(&handle, config.seed, config.brokers, network.clone(), &shared.committed, &logger));
     let client = handle.create_node().name("client").ip(address(CLIENT_HOST, 0).ip()).build();
     let workload = Arc::new(Workload {
         bootstrap: cluster.bootstrap(),

@@ -157,6 +157,29 @@ pub struct ReplicaEnv {
     pub logger: Logger,
 }
 
+/// Sees every committed entry as a replica applies it (the simulator checks
+/// that committed entries never change); production has none.
+#[derive(Clone)]
+pub struct AppliedHook(Arc<AppliedFn>);
+
+type AppliedFn = dyn Fn(&GroupId, &[Entry]) + Send + Sync;
+
+impl AppliedHook {
+    pub fn new(f: impl Fn(&GroupId, &[Entry]) + Send + Sync + 'static) -> Self {
+        AppliedHook(Arc::new(f))
+    }
+
+    pub fn call(&self, group: &GroupId, entries: &[Entry]) {
+        (self.0)(group, entries)
+    }
+}
+
+impl std::fmt::Debug for AppliedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppliedHook")
+    }
+}
+
 /// Ticks a commit-only change of the hard state may wait before it is synced.
 const COMMIT_SYNC_TICKS: usize = 10;
 
@@ -170,6 +193,7 @@ pub struct Replica<M: Machine> {
     commit_behind: bool,
     /// Why raft-rs panicked, once it has: the replica does nothing more.
     failed: Option<String>,
+    on_applied: Option<AppliedHook>,
     ticks_since_commit_sync: usize,
     logger: Logger,
 }
@@ -214,11 +238,16 @@ impl<M: Machine> Replica<M> {
             rng: ChaCha8Rng::seed_from_u64(seed),
             commit_behind: false,
             failed: None,
+            on_applied: None,
             ticks_since_commit_sync: 0,
             logger,
         };
         replica.observe();
         Ok(replica)
+    }
+
+    pub fn set_on_applied(&mut self, hook: Option<AppliedHook>) {
+        self.on_applied = hook;
     }
 
     pub fn role(&self) -> StateRole {
@@ -458,6 +487,9 @@ impl<M: Machine> Replica<M> {
     fn apply(&mut self, entries: &[Entry]) -> Result<(), ReplicaError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        if let Some(hook) = &self.on_applied {
+            hook.call(&self.group, entries);
         }
         for entry in entries {
             let conf_state = match entry.get_entry_type() {
