@@ -75,7 +75,8 @@ impl Cluster {
                             faults: Some(network.clone()),
                             ..TransportConfig::default()
                         },
-                        seed: None,
+                        // Election jitter differs from seed to seed, not only between brokers.
+                        seed: Some(seed.rotate_left(16) ^ u64::from(id)),
                         on_applied: Some(on_applied.clone()),
                     };
                     async move {
