@@ -5,6 +5,7 @@ mod cluster;
 mod nemesis;
 mod network;
 mod output;
+mod plot;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -278,6 +279,7 @@ async fn run_cluster(
         verdict,
     };
     output::write_history(&config.out, &history)?;
+    plot::draw(&config.out, &history, &summary.faults)?;
     Ok((summary, report))
 }
 

@@ -1,11 +1,12 @@
 //! What a run leaves in its directory: the history, the report (the run's summary and the checker's
-//! report) and a one-page index linking them.
+//! report) and a one-page index linking them with the pictures.
 
 use std::io::Write;
 use std::path::Path;
 
 use serde_json::json;
 
+use super::plot::{LATENCY, THROUGHPUT};
 use super::{RunError, RunSummary};
 use crate::{History, Report};
 
@@ -23,5 +24,63 @@ pub fn write(dir: &Path, summary: &RunSummary, report: &Report) -> Result<(), Ru
     let path = dir.join("report.json");
     let json = serde_json::to_vec_pretty(&json!({ "run": summary, "check": report })).map_err(std::io::Error::from);
     json.and_then(|json| std::fs::write(&path, json))
+        .map_err(|e| RunError::io(format!("cannot write {}", path.display()), e))?;
+    let path = dir.join("index.html");
+    std::fs::write(&path, index(summary, report))
         .map_err(|e| RunError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// One page: the verdict, the run's facts, the pictures, the faults and the checker's text report.
+fn index(summary: &RunSummary, report: &Report) -> String {
+    let color = if summary.valid { "#1a7f37" } else { "#cf222e" };
+    let faults: String = summary
+        .faults
+        .iter()
+        .map(|w| {
+            format!(
+                "<tr><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
+                w.start_ns as f64 / 1e9,
+                w.end_ns as f64 / 1e9,
+                escape(&w.fault)
+            )
+        })
+        .collect();
+    let mut facts = vec![
+        format!("seed {}", summary.seed),
+        format!("{} brokers, {} partitions, {} s of faults", summary.brokers, summary.partitions, summary.duration_s),
+        format!("faults: {:?}", summary.nemesis),
+        format!("healed at {:.1} s", summary.heal_ns as f64 / 1e9),
+    ];
+    facts.extend(summary.planted.as_ref().map(|bug| format!("planted bug: {bug}")));
+    facts.extend(summary.partitions_skipped.as_ref().map(|why| format!("partitions skipped: {why}")));
+    facts.extend(summary.broker_exits.iter().map(|e| format!("exited by itself: {e}")));
+    facts.extend(
+        summary.stuck_partitions.iter().map(|tp| format!("no write after the heal: {}/{}", tp.topic, tp.partition)),
+    );
+    facts.extend(summary.unfinished_reads.iter().map(|why| format!("final read unfinished: {why}")));
+    let facts: String = facts.iter().map(|f| format!("<li>{}</li>", escape(f))).collect();
+    format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>keel-jepsen: {verdict}</title>
+<style>body {{ font-family: sans-serif; margin: 2em; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
+td {{ padding: 0 1em 0 0; }} pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; }}</style></head>
+<body>
+<h1 style="color: {color}">{verdict}</h1>
+<ul>{facts}</ul>
+<p><a href="history.jsonl">history.jsonl</a> · <a href="report.json">report.json</a> · broker logs and configs: broker-N.log, broker-N.toml</p>
+<h2>Latency</h2><img src="{LATENCY}" alt="latency of every operation over time">
+<h2>Throughput</h2><img src="{THROUGHPUT}" alt="operations per second over time">
+<h2>Faults</h2>
+<table><tr><th>from (s)</th><th>to (s)</th><th>fault</th></tr>
+{faults}</table>
+<h2>Checker</h2><pre>{report}</pre>
+</body></html>
+"#,
+        verdict = escape(&summary.verdict),
+        report = escape(&report.to_string()),
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
