@@ -62,7 +62,7 @@ impl Cluster {
         for id in 1..=brokers {
             let disk = FaultyDisk::new(seed.rotate_left(8) ^ u64::from(id));
             let (logger, exits, network, node_disk) = (logger.clone(), exits.clone(), network.clone(), disk.clone());
-            let on_applied = committed.hook(id);
+            let committed = committed.clone();
             let node = handle
                 .create_node()
                 .name(format!("broker-{id}"))
@@ -77,7 +77,7 @@ impl Cluster {
                         },
                         // Election jitter differs from seed to seed, not only between brokers.
                         seed: Some(seed.rotate_left(16) ^ u64::from(id)),
-                        on_applied: Some(on_applied.clone()),
+                        on_applied: Some(committed.hook(id)),
                     };
                     async move {
                         let ended = raft_node::broker::run_on_with(

@@ -49,7 +49,9 @@ pub fn no_critical_trouble(trace: &str, corrupt_reads: bool) -> Vec<String> {
 /// prefix of the others': checked as the run goes, from every entry any
 /// replica applies. The first replica to apply an index fixes its term and
 /// bytes; any later apply of that index, on any broker (again after a
-/// restart too), must match.
+/// restart too), must match. And while a broker runs, each of its replicas
+/// applies in increasing index order: its commit point (the high watermark)
+/// never moves back.
 #[derive(Default)]
 pub struct CommittedEntries {
     state: Mutex<Committed>,
@@ -63,16 +65,28 @@ struct Committed {
 }
 
 impl CommittedEntries {
-    /// The hook for broker `broker`'s replicas.
+    /// The hook for broker `broker`'s replicas, for one run of the broker
+    /// (a restart takes a new one: it may apply again from its stored commit).
     pub fn hook(self: &Arc<Self>, broker: u8) -> AppliedHook {
         let this = self.clone();
-        AppliedHook::new(move |group, entries| this.applied(broker, group, entries))
+        let last_applied = Mutex::new(BTreeMap::<String, u64>::new());
+        AppliedHook::new(move |group, entries| {
+            let mut last_applied = last_applied.lock().unwrap_or_else(PoisonError::into_inner);
+            this.applied(broker, group, entries, last_applied.entry(group.to_string()).or_default())
+        })
     }
 
-    fn applied(&self, broker: u8, group: &GroupId, entries: &[raft::eraftpb::Entry]) {
+    fn applied(&self, broker: u8, group: &GroupId, entries: &[raft::eraftpb::Entry], last_applied: &mut u64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Committed { entries: known, violations } = &mut *state;
         for entry in entries {
+            if entry.index <= *last_applied {
+                violations.push(format!(
+                    "invariant: broker {broker} applied group {group} index {} after index {}: its commit moved back",
+                    entry.index, *last_applied
+                ));
+            }
+            *last_applied = entry.index;
             let key = (group.to_string(), entry.index);
             match known.get(&key) {
                 None => {
@@ -143,7 +157,8 @@ mod tests {
         let (one, two) = (committed.hook(1), committed.hook(2));
         one.call(&group, &[entry(1, 1, b"a"), entry(2, 1, b"b")]);
         two.call(&group, &[entry(1, 1, b"a")]);
-        // Again after a restart: the same entries are fine.
+        // Again after a restart (a new hook): the same entries are fine.
+        let one = committed.hook(1);
         one.call(&group, &[entry(2, 1, b"b")]);
         assert!(committed.violations(10).is_empty());
         two.call(&group, &[entry(2, 2, b"b"), entry(3, 2, b"c")]);
@@ -152,6 +167,20 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("index 2 changed: term 1"), "{found:?}");
         assert!(found[1].contains("index 3 changed"), "{found:?}");
+    }
+
+    #[test]
+    fn a_replica_applying_an_index_again_while_it_runs_is_reported() {
+        let committed = Arc::new(CommittedEntries::default());
+        let hook = committed.hook(1);
+        let (metadata, partition) = (GroupId::Metadata, GroupId::Partition { topic: [1; 16], partition: 0 });
+        hook.call(&metadata, &[entry(1, 1, b"a"), entry(2, 1, b"b")]);
+        hook.call(&partition, &[entry(1, 1, b"x")]);
+        assert!(committed.violations(10).is_empty(), "groups are apart");
+        hook.call(&metadata, &[entry(2, 1, b"b")]);
+        let found = committed.violations(10);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("index 2 after index 2"), "{found:?}");
     }
 
     #[test]
