@@ -253,6 +253,79 @@ async fn pipelined_responses_keep_request_order_when_handlers_finish_out_of_orde
     }
 }
 
+/// A connection's Produce requests are handled one after another, in the order sent (an
+/// idempotent producer's pipelined batches must reach the partition in sequence), while
+/// other requests still run alongside them.
+#[tokio::test]
+async fn pipelined_produce_requests_are_handled_in_order_one_at_a_time() {
+    const N: i32 = 4;
+    let gates = Arc::new(Gates::default());
+    let (events, mut event) = mpsc::unbounded_channel();
+    // Produce requests are named by their timeout; Metadata by its topic, as elsewhere.
+    let handler = {
+        let gates = gates.clone();
+        scripted(move |_, request| {
+            let (gates, events) = (gates.clone(), events.clone());
+            async move {
+                let (name, response) = match request {
+                    RequestKind::Produce(r) => (r.timeout_ms.to_string(), ResponseKind::Produce(Default::default())),
+                    RequestKind::Metadata(r) => {
+                        let response = echo(&r);
+                        (response.cluster_id.as_ref().expect("a topic").to_string(), ResponseKind::Metadata(response))
+                    }
+                    _ => return Reply::Close,
+                };
+                let gate = gates.take(&name);
+                let _ = events.send(Event::Started(name.clone()));
+                gate.await.unwrap();
+                let _ = events.send(Event::Finished(name));
+                Reply::Response(response)
+            }
+        })
+    };
+    let server = start(handler, ServerConfig::default(), discard()).await;
+    let mut conn = connect(server.addr).await;
+    let mut opens: Vec<_> = (0..N).map(|i| gates.close(&i.to_string())).collect();
+    let metadata_open = gates.close("m");
+    for i in 0..N {
+        conn.write_request(9, &ProduceRequest::default().with_acks(1).with_timeout_ms(i)).await.unwrap();
+    }
+    conn.write_request(12, &metadata_for("m")).await.unwrap();
+
+    // The first Produce and the Metadata request behind all of them run; no other Produce does.
+    let mut started = BTreeSet::new();
+    while started.len() < 2 {
+        match event.recv().await.unwrap() {
+            Event::Started(name) => assert!(started.insert(name)),
+            Event::Finished(name) => panic!("{name} finished with its gate closed"),
+        }
+    }
+    assert_eq!(started, BTreeSet::from(["0".to_string(), "m".to_string()]));
+    // Each Produce finishes before the next starts.
+    opens.reverse();
+    for i in 0..N {
+        opens.pop().unwrap().send(()).unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < if i + 1 < N { 2 } else { 1 } {
+            seen.push(match event.recv().await.unwrap() {
+                Event::Started(name) => format!("start {name}"),
+                Event::Finished(name) => format!("finish {name}"),
+            });
+        }
+        let mut expected = vec![format!("finish {i}")];
+        if i + 1 < N {
+            expected.push(format!("start {}", i + 1));
+        }
+        assert_eq!(seen, expected);
+    }
+    metadata_open.send(()).unwrap();
+    for _ in 0..N {
+        conn.read_response::<ProduceRequest>(9).await.unwrap();
+    }
+    let (_, response) = conn.read_response::<MetadataRequest>(12).await.unwrap();
+    assert_eq!(response.cluster_id.as_deref(), Some("m"));
+}
+
 #[tokio::test]
 async fn requests_in_flight_per_connection_are_bounded() {
     const BOUND: usize = 2;

@@ -1,4 +1,10 @@
 //! One client connection: requests read and handled concurrently, responses written in order.
+//!
+//! Produce requests are the exception: each waits until the connection's previous one is
+//! answered, as in Kafka (which handles a connection's requests one at a time). An idempotent
+//! producer pipelines its batches, and the partition must see them in the order sent: a batch
+//! overtaking the one before it would be refused as out of sequence, which the client takes
+//! for a lost write.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,7 +14,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use slog::{debug, error, info, Logger};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
 use super::frame::{FrameError, FrameReader};
@@ -106,10 +112,11 @@ where
     let mut frames = FrameReader::new(config.max_request_bytes);
     // Zero would never read a request.
     let bound = config.max_in_flight.max(1);
+    let mut produce_turn = ProduceTurn::default();
     loop {
         while in_flight.len() < bound {
             let Some(frame) = frames.next_frame()? else { break };
-            in_flight.push_back(start(frame, handler)?);
+            in_flight.push_back(start(frame, handler, &mut produce_turn)?);
         }
         let room = in_flight.len() < bound;
         tokio::select! {
@@ -165,8 +172,24 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Where the connection's last Produce request is: resolved (sender dropped) once it is answered.
+#[derive(Default)]
+struct ProduceTurn(Option<oneshot::Receiver<()>>);
+
+impl ProduceTurn {
+    /// The wait for the previous Produce, and what the new one drops when answered.
+    fn take(&mut self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (answered, turn) = oneshot::channel();
+        (self.0.replace(turn), answered)
+    }
+}
+
 /// Decodes a request and starts answering it: ApiVersions here, the rest by the handler.
-fn start<H: Handler>(frame: Bytes, handler: &H) -> Result<JoinHandle<Answer>, CloseReason> {
+fn start<H: Handler>(
+    frame: Bytes,
+    handler: &H,
+    produce_turn: &mut ProduceTurn,
+) -> Result<JoinHandle<Answer>, CloseReason> {
     Ok(match request::parse(frame)? {
         Request::UnsupportedApiVersions { header }
         | Request::Supported { header, body: RequestKind::ApiVersions(_), .. } => {
@@ -177,8 +200,20 @@ fn start<H: Handler>(frame: Bytes, handler: &H) -> Result<JoinHandle<Answer>, Cl
         }
         Request::Supported { api, header, body } => {
             let handler = handler.clone();
+            let (previous, answered) = match api.key {
+                ApiKey::Produce => {
+                    let (previous, answered) = produce_turn.take();
+                    (previous, Some(answered))
+                }
+                _ => (None, None),
+            };
             tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    // An error only means the previous one's task is gone: its turn is over.
+                    let _ = previous.await;
+                }
                 let reply = handler.handle(&header, body).await;
+                drop(answered);
                 encode_reply(api, &header, reply)
             })
         }
