@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::api::KafkaApi;
 use crate::config::BrokerConfig;
 use crate::kafka::{serve, ServerConfig};
-use crate::node::{Node, NodeConfig, NodeError};
+use crate::node::{ClockRate, Node, NodeConfig, NodeError};
 use crate::replica::{AppliedHook, RaftSettings};
 use crate::storage::{Disk, FileDisk, LogConfig};
 use crate::transport::{Transport, TransportConfig};
@@ -65,6 +65,8 @@ pub struct Instruments {
     pub seed: Option<u64>,
     /// Sees every committed entry applied on this broker.
     pub on_applied: Option<AppliedHook>,
+    /// Skews the broker's tick rate.
+    pub clock: Option<Arc<ClockRate>>,
 }
 
 /// [`run_on`], instrumented by the caller (the simulator).
@@ -103,6 +105,7 @@ pub async fn run_on_with(
         retention_check_ticks: (config.storage.retention_check_ms / config.raft.tick_ms).max(1),
         seed: instruments.seed.unwrap_or(node_id),
         on_applied: instruments.on_applied,
+        clock: instruments.clock,
     };
     let (node, handle) = Node::open(node_config, disk, transport.clone(), &logger)?;
     let api = KafkaApi::new(handle, node_id);

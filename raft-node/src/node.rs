@@ -8,6 +8,7 @@
 //! cluster (metadata plus who leads what) for the Kafka API.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -46,6 +47,42 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Given to every replica (see `AppliedHook`).
     pub on_applied: Option<AppliedHook>,
+    /// Scales `tick` while the node runs (the simulator's clock skew).
+    pub clock: Option<Arc<ClockRate>>,
+}
+
+impl NodeConfig {
+    /// The time between two ticks now.
+    fn tick_period(&self) -> Duration {
+        self.clock.as_ref().map_or(self.tick, |clock| clock.period(self.tick))
+    }
+}
+
+/// How fast a node's tick runs, in percent of its configured rate: the
+/// simulator skews it per broker, as a slow or fast clock would.
+#[derive(Debug)]
+pub struct ClockRate(AtomicU32);
+
+impl Default for ClockRate {
+    fn default() -> Self {
+        ClockRate(AtomicU32::new(100))
+    }
+}
+
+impl ClockRate {
+    /// `percent` of the configured rate (at least 1).
+    pub fn set_percent(&self, percent: u32) {
+        self.0.store(percent.max(1), Ordering::Relaxed);
+    }
+
+    pub fn percent(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The period of one tick at this rate.
+    fn period(&self, tick: Duration) -> Duration {
+        tick * 100 / self.percent()
+    }
 }
 
 /// Who leads a group, and in which term (a higher term wins).
@@ -211,11 +248,13 @@ impl Node {
     /// Runs until the transport or the request channel closes, or the
     /// metadata group fails (the broker cannot go on without it).
     pub async fn run(mut self, mut inbound: Inbound) -> Result<(), NodeError> {
-        let mut ticker = tokio::time::interval(self.config.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_tick = tokio::time::Instant::now() + self.config.tick_period();
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.tick()?,
+                _ = tokio::time::sleep_until(next_tick) => {
+                    self.tick()?;
+                    next_tick = tokio::time::Instant::now() + self.config.tick_period();
+                }
                 peer = inbound.recv() => match peer {
                     Some((from, payload)) => self.on_peer(from, &payload),
                     None => return Ok(()),
@@ -512,5 +551,23 @@ impl Node {
                 self.announce(|g| gained.contains(g));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skewed_clock_scales_the_tick_period() {
+        let tick = Duration::from_millis(50);
+        let clock = ClockRate::default();
+        assert_eq!(clock.period(tick), tick);
+        clock.set_percent(50);
+        assert_eq!(clock.period(tick), Duration::from_millis(100), "half as fast: ticks twice as far apart");
+        clock.set_percent(200);
+        assert_eq!(clock.period(tick), Duration::from_millis(25));
+        clock.set_percent(0);
+        assert_eq!(clock.percent(), 1, "a stopped clock is pause's job; the slowest rate is 1%");
     }
 }
