@@ -10,8 +10,8 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeQuorumRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    RequestKind, TopicName,
+    DescribeQuorumRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use raft_node::kafka::frame::FrameReader;
@@ -71,6 +71,10 @@ fn sample(api_key: ApiKey) -> RequestKind {
                 .with_topic_name(name("__cluster_metadata"))
                 .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
             .into(),
+        // Not transactional; the KIP-360 id and epoch exist from v3 only, so they stay unset.
+        ApiKey::InitProducerId => {
+            InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).into()
+        }
         other => panic!("no sample for {other:?}"),
     }
 }
