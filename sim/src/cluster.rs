@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use madsim::runtime::{Handle, NodeHandle};
 use raft_node::broker::Instruments;
 use raft_node::config::{BrokerConfig, ClusterMember, KafkaSection, RaftSection};
+use raft_node::node::ClockRate;
 use raft_node::storage::FaultyDisk;
 use raft_node::transport::TransportConfig;
 use slog::{error, Logger};
@@ -40,6 +41,8 @@ fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
 pub struct Cluster {
     nodes: Vec<NodeHandle>,
     disks: Vec<FaultyDisk>,
+    /// Each broker's tick rate; it outlives restarts, as a machine's clock would.
+    clocks: Vec<Arc<ClockRate>>,
     /// Brokers whose `run_on` returned since their last (re)start, with what it returned.
     exits: Arc<Mutex<BTreeMap<u8, String>>>,
     handle: Handle,
@@ -59,10 +62,13 @@ impl Cluster {
         let exits = Arc::new(Mutex::new(BTreeMap::new()));
         let mut nodes = Vec::new();
         let mut disks = Vec::new();
+        let mut clocks = Vec::new();
         for id in 1..=brokers {
             let disk = FaultyDisk::new(seed.rotate_left(8) ^ u64::from(id));
             let (logger, exits, network, node_disk) = (logger.clone(), exits.clone(), network.clone(), disk.clone());
             let committed = committed.clone();
+            let clock = Arc::new(ClockRate::default());
+            clocks.push(clock.clone());
             let node = handle
                 .create_node()
                 .name(format!("broker-{id}"))
@@ -78,6 +84,7 @@ impl Cluster {
                         // Election jitter differs from seed to seed, not only between brokers.
                         seed: Some(seed.rotate_left(16) ^ u64::from(id)),
                         on_applied: Some(committed.hook(id)),
+                        clock: Some(clock.clone()),
                     };
                     async move {
                         let ended = raft_node::broker::run_on_with(
@@ -100,7 +107,7 @@ impl Cluster {
             nodes.push(node);
             disks.push(disk);
         }
-        Cluster { nodes, disks, exits, handle: handle.clone() }
+        Cluster { nodes, disks, clocks, exits, handle: handle.clone() }
     }
 
     pub fn ids(&self) -> Vec<u8> {
@@ -109,6 +116,11 @@ impl Cluster {
 
     pub fn disk(&self, id: u8) -> &FaultyDisk {
         &self.disks[usize::from(id) - 1]
+    }
+
+    /// Broker `id`'s tick rate.
+    pub fn clock(&self, id: u8) -> &ClockRate {
+        &self.clocks[usize::from(id) - 1]
     }
 
     /// Kills the broker's node; its disk loses unsynced writes (maybe tearing the last one).
@@ -120,7 +132,11 @@ impl Cluster {
     /// Starts the broker again on what its disk kept.
     pub fn restart(&self, id: u8) {
         self.exits.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-        self.handle.restart(self.nodes[usize::from(id) - 1].id());
+        let node = self.nodes[usize::from(id) - 1].id();
+        // madsim's restart keeps the old run's sockets bound (only a kill
+        // releases them): a broker that exited on its own could not listen again.
+        self.handle.kill(node);
+        self.handle.restart(node);
     }
 
     pub fn pause(&self, id: u8) {
