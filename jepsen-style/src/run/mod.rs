@@ -247,9 +247,7 @@ async fn run_cluster(
     let history = recorder.finish();
     let report = check(&history, &Options { idempotent: false });
     let mut problems: Vec<String> = Vec::new();
-    if !report.valid {
-        problems.push(report.verdict.clone());
-    }
+    problems.extend(report.anomalies.iter().filter(|f| f.invalidating).map(|f| f.anomaly.name().to_string()));
     if !stuck.is_empty() {
         problems.push("liveness".into());
     }
