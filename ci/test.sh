@@ -75,7 +75,7 @@ venv=target/e2e-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check \
   confluent-kafka kafka-python pytest lz4 python-snappy zstandard
-cargo build -p raft-node --bin keel --locked
+cargo build --locked -p raft-node --bin keel -p jepsen-style --bin keel-jepsen
 KEEL_BIN="$PWD/target/debug/keel" "$venv/bin/python" -m pytest -q -p no:cacheprovider raft-node/tests/e2e
 
 step "done"
