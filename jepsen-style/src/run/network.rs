@@ -24,8 +24,10 @@ pub struct Network {
     subnet: [u8; 3],
     brokers: usize,
     cutter: Cutter,
-    /// Created so far, removed on drop in reverse.
+    /// Created so far, removed on drop.
     namespaces: Vec<String>,
+    /// The root namespace's ends of the veth pairs.
+    veths: Vec<String>,
     bridge: Option<String>,
     /// (from, to): packets from broker `from` to broker `to` are dropped.
     cuts: Mutex<BTreeSet<(usize, usize)>>,
@@ -64,6 +66,7 @@ impl Network {
             brokers,
             cutter,
             namespaces: Vec::new(),
+            veths: Vec::new(),
             bridge: None,
             cuts: Mutex::new(BTreeSet::new()),
         };
@@ -84,6 +87,7 @@ impl Network {
             self.namespaces.push(ns.clone());
             let (host, inside) = (format!("{}h{}", self.tag, i + 1), format!("{}n{}", self.tag, i + 1));
             ip(&["link", "add", &host, "type", "veth", "peer", "name", &inside])?;
+            self.veths.push(host.clone());
             ip(&["link", "set", &inside, "netns", &ns])?;
             ip(&["link", "set", &host, "master", &bridge, "up"])?;
             let addr = format!("{}/24", self.addr(i));
@@ -148,9 +152,15 @@ impl Network {
 }
 
 impl Drop for Network {
-    /// Deleting a namespace deletes its end of the veth pair, and with it the other end.
+    /// A namespace goes once nothing holds it (sockets of killed brokers may, for a while), and its veth
+    /// pair with it: the pairs are deleted first, so nothing lingers in the root namespace.
     fn drop(&mut self) {
-        for ns in self.namespaces.drain(..).rev() {
+        for veth in self.veths.drain(..) {
+            if let Err(e) = ip(&["link", "del", &veth]) {
+                eprintln!("keel-jepsen: cleanup: {e}");
+            }
+        }
+        for ns in self.namespaces.drain(..) {
             if let Err(e) = ip(&["netns", "del", &ns]) {
                 eprintln!("keel-jepsen: cleanup: {e}");
             }
