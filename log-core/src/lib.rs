@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod error_code;
+pub mod group;
 pub mod metadata;
 pub mod partition;
 pub mod producer;
