@@ -114,6 +114,7 @@ pub async fn run_on_with(
         "data" => %config.data_dir.display());
     let served = serve(kafka_listener, api, ServerConfig::default(), logger.clone(), shutdown);
     let result = tokio::select! {
+        biased; // replayable in the simulation
         () = served => Ok(()),
         ended = &mut node_task => match ended {
             Ok(Ok(())) => Ok(()),

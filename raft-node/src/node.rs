@@ -250,7 +250,10 @@ impl Node {
     pub async fn run(mut self, mut inbound: Inbound) -> Result<(), NodeError> {
         let mut next_tick = tokio::time::Instant::now() + self.config.tick_period();
         loop {
+            // Biased: tokio's random branch order is not seeded by madsim, and a
+            // simulation must replay.
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick()?;
                     next_tick = tokio::time::Instant::now() + self.config.tick_period();

@@ -120,6 +120,7 @@ where
         }
         let room = in_flight.len() < bound;
         tokio::select! {
+            biased; // replayable in the simulation
             answer = next_answer(in_flight) => {
                 in_flight.pop_front();
                 write_answer(writer, answer).await?;

@@ -50,6 +50,7 @@ pub async fn serve<H: Handler>(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            biased; // replayable in the simulation
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
