@@ -5,13 +5,17 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeQuorumRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, RequestKind, TopicName,
+    DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use raft_node::kafka::frame::FrameReader;
@@ -21,6 +25,10 @@ use raft_node::kafka::DecodeError;
 
 fn name(s: &'static str) -> TopicName {
     TopicName(StrBytes::from_static_str(s))
+}
+
+fn group(s: &'static str) -> GroupId {
+    GroupId(StrBytes::from_static_str(s))
 }
 
 /// A request of `api_key` with some content in fields every supported version has, and
@@ -75,6 +83,43 @@ fn sample(api_key: ApiKey) -> RequestKind {
         ApiKey::InitProducerId => {
             InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).into()
         }
+        // The group APIs: only fields every supported version has (FindCoordinator's
+        // key and OffsetFetch's group moved between versions, so they stay unset).
+        ApiKey::FindCoordinator => FindCoordinatorRequest::default().into(),
+        ApiKey::JoinGroup => JoinGroupRequest::default()
+            .with_group_id(group("g"))
+            .with_session_timeout_ms(45_000)
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"meta"))])
+            .into(),
+        ApiKey::SyncGroup => SyncGroupRequest::default()
+            .with_group_id(group("g"))
+            .with_generation_id(3)
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_static_str("m-1"))
+                .with_assignment(Bytes::from_static(b"plan"))])
+            .into(),
+        ApiKey::Heartbeat => HeartbeatRequest::default()
+            .with_group_id(group("g"))
+            .with_generation_id(3)
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .into(),
+        ApiKey::LeaveGroup => LeaveGroupRequest::default().with_group_id(group("g")).into(),
+        ApiKey::OffsetCommit => OffsetCommitRequest::default()
+            .with_group_id(group("g"))
+            .with_generation_id_or_member_epoch(3)
+            .with_member_id(StrBytes::from_static_str("m-1"))
+            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(name("t")).with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_partition_index(2).with_committed_offset(42),
+            ])])
+            .into(),
+        ApiKey::OffsetFetch => OffsetFetchRequest::default().into(),
+        ApiKey::DescribeGroups => DescribeGroupsRequest::default().with_groups(vec![group("g")]).into(),
+        ApiKey::ListGroups => ListGroupsRequest::default().into(),
         other => panic!("no sample for {other:?}"),
     }
 }

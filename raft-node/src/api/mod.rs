@@ -6,6 +6,9 @@
 mod configs;
 mod dispatch;
 mod fetch;
+mod group_coordinator;
+mod group_offsets;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -30,6 +33,8 @@ pub struct KafkaApi {
     topic_ids: Arc<std::sync::Mutex<rand_chacha::ChaCha8Rng>>,
     /// Held across the allocation of a new block, so requests take turns.
     producer_ids: Arc<tokio::sync::Mutex<producer_ids::ProducerIdCursor>>,
+    /// The consumer group coordinators this broker runs.
+    coordinators: group_coordinator::SharedCoordinators,
 }
 
 impl KafkaApi {
@@ -39,6 +44,7 @@ impl KafkaApi {
             node,
             topic_ids: Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))),
             producer_ids: Arc::default(),
+            coordinators: Arc::default(),
         }
     }
 

@@ -5,8 +5,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeQuorumRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestKind, ResponseKind,
+    DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest,
 };
 
 use super::bounded_decode::{decode_bounded, DecodeError};
@@ -71,6 +72,16 @@ pub static SUPPORTED: &[SupportedApi] = &[
     api!(DescribeQuorum, DescribeQuorumRequest, 0..=2),
     // v5 only tells a transactional client that the broker bumps epochs per transaction (KIP-890).
     api!(InitProducerId, InitProducerIdRequest, 0..=4),
+    // Consumer groups, classic protocol (KIP-848's ConsumerGroupHeartbeat is not spoken).
+    api!(FindCoordinator, FindCoordinatorRequest, 0..=4),
+    api!(JoinGroup, JoinGroupRequest, 0..=9),
+    api!(SyncGroup, SyncGroupRequest, 0..=5),
+    api!(Heartbeat, HeartbeatRequest, 0..=4),
+    api!(LeaveGroup, LeaveGroupRequest, 0..=5),
+    api!(OffsetCommit, OffsetCommitRequest, 2..=8),
+    api!(OffsetFetch, OffsetFetchRequest, 1..=8),
+    api!(DescribeGroups, DescribeGroupsRequest, 0..=5),
+    api!(ListGroups, ListGroupsRequest, 0..=4),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static SupportedApi> {

@@ -1,0 +1,186 @@
+"""Consumer groups with real clients. A group of worker processes
+(group_worker.py) reads a 6-partition topic while members join, leave (clean
+stop) and are killed (SIGKILL, no leave): every produced message is processed,
+the partitions are re-spread over the live members after each change, and
+after a full restart of the cluster the group's committed offsets are intact
+and a new member resumes from them (reads only what came after)."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from cluster import wait_until
+from conftest import create_topic
+
+PARTITIONS = 6
+WORKER = str(Path(__file__).with_name("group_worker.py"))
+
+
+class Workers:
+    def __init__(self, cluster, root, client, group, topic):
+        self.cluster, self.root, self.client, self.group, self.topic = cluster, Path(root), client, group, topic
+        self.procs = {}
+
+    def start(self, name):
+        out = self.root / f"{name}.jsonl"
+        args = [sys.executable, WORKER, self.client, self.cluster.bootstrap, self.group, self.topic, str(out)]
+        self.procs[name] = subprocess.Popen(args, stderr=open(self.root / f"{name}.err", "a"))
+
+    def kill(self, name):
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def stop(self, name):
+        proc = self.procs.pop(name)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, (self.root / f"{name}.err").read_text()
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.stop(name)
+
+    def events(self, name):
+        path = self.root / f"{name}.jsonl"
+        if not path.exists():
+            return []
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def processed(self, names):
+        return {e["v"] for n in names for e in self.events(n) if "v" in e}
+
+    def assignment(self, name):
+        assigned = [e["assigned"] for e in self.events(name) if "assigned" in e]
+        return assigned[-1] if assigned else []
+
+    def spread_over(self, names):
+        """Whether `names` (the live members) hold every partition exactly once, each some."""
+        held = [self.assignment(n) for n in names]
+        flat = sorted(p for ps in held for p in ps)
+        return flat == list(range(PARTITIONS)) and all(held)
+
+
+def produce(cluster, topic, values):
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i, v in enumerate(values):
+        producer.produce(topic, value=v.encode(), partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+
+
+class Feed(threading.Thread):
+    """Produces to every partition until stopped, so joins, leaves and kills
+    land while messages flow; keeps the values the cluster acknowledged."""
+
+    def __init__(self, cluster, topic):
+        super().__init__(daemon=True)
+        self.producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+        self.topic, self.acked, self.stopping = topic, [], threading.Event()
+
+    def run(self):
+        i = 0
+        while not self.stopping.is_set():
+            for _ in range(PARTITIONS):
+                self.producer.produce(self.topic, value=f"live-{i}".encode(), partition=i % PARTITIONS,
+                                      on_delivery=self.delivered)
+                i += 1
+            # Paces the feed (a few hundred messages a second), not a synchronisation.
+            self.producer.poll(0.02)
+        assert self.producer.flush(30) == 0
+
+    def delivered(self, err, msg):
+        if err is None:
+            self.acked.append(msg.value().decode())
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=60)
+        return self.acked
+
+
+def committed(cluster, group, topic):
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    try:
+        parts = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        return {tp.partition: tp.offset for tp in parts}
+    finally:
+        consumer.close()
+
+
+def restart(cluster, topic):
+    cluster.stop_all()
+    cluster.start_all()
+    create_topic_leaders(cluster, topic)
+
+
+def create_topic_leaders(cluster, topic):
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+    def leaders_known():
+        meta = admin.list_topics(topic=topic, timeout=2)
+        parts = meta.topics[topic].partitions
+        return len(meta.brokers) == 3 and len(parts) == PARTITIONS and all(p.leader >= 0 for p in parts.values())
+
+    wait_until(f"leaders of {topic} after the restart", leaders_known, cluster=cluster)
+
+
+def run_group(cluster, tmp_path, client, churn):
+    topic, group = f"{client}-orders", f"{client}-group"
+    create_topic(cluster, topic, partitions=PARTITIONS)
+    workers = Workers(cluster, tmp_path, client, group, topic)
+    first = [f"first-{i}" for i in range(600)]
+    produce(cluster, topic, first)
+    feed = Feed(cluster, topic)
+    feed.start()
+    churn(workers, topic)
+    live = feed.stop()
+    names = [n for n in sorted(p.stem for p in Path(tmp_path).glob("*.jsonl"))]
+    missing = lambda: set(first + live) - workers.processed(names)  # noqa: E731
+    wait_until("every message processed", lambda: not missing(), 60, cluster)
+    # A clean stop commits what was processed.
+    workers.stop_all()
+    before = committed(cluster, group, topic)
+    assert sum(before.values()) == len(first) + len(live), before
+
+    restart(cluster, topic)
+    assert wait_until("offsets after the restart", lambda: committed(cluster, group, topic), 30, cluster) == before
+    third = [f"third-{i}" for i in range(60)]
+    produce(cluster, topic, third)
+    workers.start("after-restart")
+    wait_until("the new messages processed", lambda: workers.processed(["after-restart"]) >= set(third), 60, cluster)
+    assert workers.processed(["after-restart"]) == set(third), "resumed from the committed offsets"
+    workers.stop_all()
+
+
+def test_confluent_group_of_three_through_joins_leaves_and_kills(cluster, tmp_path):
+    def churn(workers, topic):
+        for name in ["a", "b", "c"]:
+            workers.start(name)
+        wait_until("6 partitions over a, b, c", lambda: workers.spread_over(["a", "b", "c"]), 60, workers.cluster)
+        workers.start("d")
+        wait_until("... over a, b, c, d", lambda: workers.spread_over(["a", "b", "c", "d"]), 60, workers.cluster)
+        workers.stop("b")
+        wait_until("... over a, c, d after b left", lambda: workers.spread_over(["a", "c", "d"]), 60, workers.cluster)
+        wait_until("c working", lambda: any("v" in e for e in workers.events("c")), 60, workers.cluster)
+        workers.kill("c")
+        wait_until("... over a, d after c died", lambda: workers.spread_over(["a", "d"]), 60, workers.cluster)
+
+    run_group(cluster, tmp_path, "confluent", churn)
+
+
+def test_kafka_python_group_through_a_kill(cluster, tmp_path):
+    def churn(workers, topic):
+        for name in ["a", "b"]:
+            workers.start(name)
+        wait_until("6 partitions over a, b", lambda: workers.spread_over(["a", "b"]), 60, workers.cluster)
+        wait_until("b working", lambda: any("v" in e for e in workers.events("b")), 60, workers.cluster)
+        workers.kill("b")
+        wait_until("... over a after b died", lambda: workers.spread_over(["a"]), 60, workers.cluster)
+
+    run_group(cluster, tmp_path, "kafka-python", churn)
