@@ -3,6 +3,7 @@
 //! status) through [`crate::client`]. Real processes only: the simulator
 //! assembles brokers itself.
 
+mod group;
 mod output;
 mod stream;
 mod topic;
@@ -104,6 +105,11 @@ enum Commands {
         #[command(flatten)]
         common: Common,
     },
+    /// Consumer groups: list them, describe one (members, assignments, committed offsets, lag), reset offsets.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// The state of a running cluster.
     Cluster {
         #[command(subcommand)]
@@ -145,6 +151,39 @@ enum TopicCommand {
     Delete {
         /// The topic's name.
         name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// List the consumer groups and their states.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show a group's members and assignments, and its committed offsets with their lag.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move a group's committed offsets of a topic (the group must have no members).
+    #[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_offset"])))]
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only this partition (default: all of the topic's).
+        #[arg(long)]
+        partition: Option<i32>,
+        #[arg(long)]
+        to_earliest: bool,
+        #[arg(long)]
+        to_latest: bool,
+        #[arg(long, value_name = "OFFSET")]
+        to_offset: Option<i64>,
         #[command(flatten)]
         common: Common,
     },
@@ -285,6 +324,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             TopicCommand::List { common } => topic::list(&common).await,
             TopicCommand::Describe { name, common } => topic::describe(&common, &name).await,
             TopicCommand::Delete { name, common } => topic::delete(&common, &name).await,
+        },
+        Commands::Group { command } => match command {
+            GroupCommand::List { common } => group::list(&common).await,
+            GroupCommand::Describe { group, common } => group::describe(&common, &group).await,
+            GroupCommand::ResetOffsets { group, topic, partition, to_earliest, to_latest: _, to_offset, common } => {
+                let to = match (to_earliest, to_offset) {
+                    (true, _) => group::ResetTo::Earliest,
+                    (_, Some(offset)) => group::ResetTo::Offset(offset),
+                    _ => group::ResetTo::Latest,
+                };
+                group::reset_offsets(&common, &group, &topic, partition, to).await
+            }
         },
         Commands::Cluster { command: ClusterCommand::Status { common } } => topic::cluster_status(&common).await,
         Commands::Produce { topic, key, key_separator, partition, acks, common } => {

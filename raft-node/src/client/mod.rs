@@ -8,6 +8,7 @@
 //! by one task.
 
 mod error;
+mod groups;
 mod partitioner;
 pub mod records;
 
@@ -36,6 +37,7 @@ use serde::Serialize;
 
 use crate::kafka::client::Connection;
 pub use error::{error_name, Error};
+pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
 use records::{ConsumedBatch, ProducerRecord};

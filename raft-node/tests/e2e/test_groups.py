@@ -3,7 +3,8 @@
 stop) and are killed (SIGKILL, no leave): every produced message is processed,
 the partitions are re-spread over the live members after each change, and
 after a full restart of the cluster the group's committed offsets are intact
-and a new member resumes from them (reads only what came after)."""
+and a new member resumes from them (reads only what came after). And `keel
+group list|describe|reset-offsets` against a live and an empty group."""
 
 import json
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cluster import wait_until
+from cluster import KEEL, wait_until
 from conftest import create_topic
 
 PARTITIONS = 6
@@ -184,3 +185,70 @@ def test_kafka_python_group_through_a_kill(cluster, tmp_path):
         wait_until("... over a after b died", lambda: workers.spread_over(["a"]), 60, workers.cluster)
 
     run_group(cluster, tmp_path, "kafka-python", churn)
+
+
+def keel_group(cluster, *args):
+    result = subprocess.run([KEEL, "group", *args, "--bootstrap", cluster.bootstrap],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def keel_json(cluster, *args, check=True):
+    result = subprocess.run([KEEL, "group", *args, "--bootstrap", cluster.bootstrap, "--json"],
+                            capture_output=True, text=True, timeout=60)
+    if not check:
+        return result
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def consume_all(cluster, group, topic, count):
+    """A group member that reads `count` messages and commits them; returned still a member."""
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000})
+    consumer.subscribe([topic])
+    values = []
+
+    def read_more():
+        values.extend(m.value().decode() for m in consumer.consume(100, 0.5) if not m.error())
+        return len(values) >= count
+
+    wait_until(f"{count} messages", read_more, 60, cluster)
+    consumer.commit(asynchronous=False)
+    return consumer, values
+
+
+def test_keel_group_list_describe_and_reset_offsets(cluster):
+    topic, group = "cli-orders", "cli-group"
+    create_topic(cluster, topic, partitions=3)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(30):
+        producer.produce(topic, value=f"v{i}".encode(), partition=i % 3)
+    assert producer.flush(30) == 0
+
+    consumer, values = consume_all(cluster, group, topic, 30)
+    assert sorted(values) == sorted(f"v{i}" for i in range(30))
+    assert {"group": group, "protocol_type": "consumer", "state": "Stable"} in keel_json(cluster, "list")
+    described = keel_json(cluster, "describe", group)
+    assert described["state"] == "Stable" and len(described["members"]) == 1
+    member = described["members"][0]
+    assert member["assignment"] == [[topic, [0, 1, 2]]]
+    assert [(o["partition"], o["committed"], o["lag"], o["member"]) for o in described["offsets"]] == [
+        (p, 10, 0, member["member_id"]) for p in range(3)
+    ]
+    assert group in keel_group(cluster, "list")
+    text = keel_group(cluster, "describe", group)
+    assert "Stable" in text and "LAG" in text and f"{topic}:0,1,2" in text, text
+    refused = keel_json(cluster, "reset-offsets", group, "--topic", topic, "--to-earliest", check=False)
+    assert refused.returncode != 0 and "active member" in refused.stderr
+
+    consumer.close()  # leaves the group
+    wait_until("an empty group", lambda: keel_json(cluster, "describe", group)["state"] == "Empty", 30, cluster)
+    keel_json(cluster, "reset-offsets", group, "--topic", topic, "--to-earliest")
+    described = keel_json(cluster, "describe", group)
+    assert [(o["committed"], o["lag"]) for o in described["offsets"]] == [(0, 10)] * 3
+    # The group reads everything again from the reset offsets.
+    consumer, again = consume_all(cluster, group, topic, 30)
+    consumer.close()
+    assert sorted(again) == sorted(values)
