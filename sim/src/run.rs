@@ -59,8 +59,19 @@ struct Shared {
     committed: Arc<CommittedEntries>,
 }
 
-/// Runs the simulation of `config` on its own madsim runtime (this thread).
+/// Runs the simulation of `config` on its own madsim runtime, on a thread of
+/// its own: std's HashMap keys are per thread, and madsim can seed them from
+/// the simulation seed only in a thread that has made none yet. (A second run
+/// on one thread, as a sweep did, or any HashMap made before the runtime,
+/// left madsim's own maps in a random order: the same seed gave another trace.)
 pub fn run(config: &SimConfig) -> Outcome {
+    std::thread::scope(|scope| scope.spawn(|| run_on_fresh_thread(config)).join())
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn run_on_fresh_thread(config: &SimConfig) -> Outcome {
+    // First, before anything could make a HashMap on this thread.
+    let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     let wall = Instant::now();
     let trace = Trace::default();
     trace.append(&header(config));
@@ -73,7 +84,6 @@ pub fn run(config: &SimConfig) -> Outcome {
         injected: Arc::new(AtomicUsize::new(0)),
         committed: Arc::new(CommittedEntries::default()),
     };
-    let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     // A hung simulation ends as a failure rather than running forever.
     let limit = config.duration + LIVENESS_DEADLINE + FINAL_READ_DEADLINE + Duration::from_secs(300);
     runtime.set_time_limit(limit);
