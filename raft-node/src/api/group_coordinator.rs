@@ -99,11 +99,12 @@ impl Coordinators {
         }
     }
 
-    /// The coordinator of `seat`, replaced by a fresh one when the term moved on
-    /// (whatever waited on the old one is dropped: its requests answer
-    /// NOT_COORDINATOR).
+    /// The coordinator of `seat`'s partition, replaced by a fresh one when
+    /// `seat` is of a later term (whatever waited on the old one is dropped:
+    /// its requests answer NOT_COORDINATOR). A request of an earlier term
+    /// finds the later coordinator, which it must check for.
     fn seat(&mut self, seat: Seat) -> &mut Coordinator {
-        if self.by_partition.get(&seat.partition).is_some_and(|c| c.term != seat.term) {
+        if self.by_partition.get(&seat.partition).is_some_and(|c| c.term < seat.term) {
             self.by_partition.remove(&seat.partition);
             self.waiting.retain(|_, (p, _)| *p != seat.partition);
         }
@@ -185,6 +186,10 @@ impl KafkaApi {
                 let loaded = self.load_offsets(group).await;
                 let mut coordinators = self.lock_coordinators();
                 let coordinator = coordinators.seat(seat);
+                if coordinator.term != seat.term {
+                    // Leadership moved on while loading; that term loads its own.
+                    return Err(ErrorCode::NotCoordinator);
+                }
                 match loaded {
                     Ok(offsets) => {
                         coordinator.offsets = offsets;

@@ -252,3 +252,38 @@ def test_keel_group_list_describe_and_reset_offsets(cluster):
     consumer, again = consume_all(cluster, group, topic, 30)
     consumer.close()
     assert sorted(again) == sorted(values)
+
+
+def coordinator_of(cluster, group):
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    return admin.describe_consumer_groups([group])[group].result(timeout=10).coordinator.id
+
+
+def test_coordinator_failover_during_a_rebalance(cluster, tmp_path):
+    """The coordinator's broker is killed as a member joins: the group settles
+    on the partition's new leader, with every offset committed before intact."""
+    topic, group = "failover-orders", "failover-group"
+    create_topic(cluster, topic, partitions=PARTITIONS)
+    workers = Workers(cluster, tmp_path, "confluent", group, topic)
+    feed = Feed(cluster, topic)
+    feed.start()
+    for name in ["a", "b"]:
+        workers.start(name)
+    wait_until("6 partitions over a, b", lambda: workers.spread_over(["a", "b"]), 60, cluster)
+    all_committed = lambda: all(o >= 0 for o in committed(cluster, group, topic).values())  # noqa: E731
+    wait_until("offsets committed", all_committed, 60, cluster)
+    before = committed(cluster, group, topic)
+    old = coordinator_of(cluster, group)
+    workers.start("c")
+    cluster.kill(old)
+    wait_until("... over a, b, c under a new coordinator", lambda: workers.spread_over(["a", "b", "c"]), 60, cluster)
+    new = wait_until("a new coordinator", lambda: coordinator_of(cluster, group) not in (old, -1), 30, cluster)
+    assert new in cluster.procs
+    after = committed(cluster, group, topic)
+    assert all(after[p] >= before[p] for p in range(PARTITIONS)), (before, after)
+    live = feed.stop()
+    processed = lambda: set(live) <= workers.processed(["a", "b", "c"])  # noqa: E731
+    wait_until("every acknowledged message processed", processed, 60, cluster)
+    workers.stop_all()
