@@ -279,8 +279,11 @@ def test_coordinator_failover_during_a_rebalance(cluster, tmp_path):
     workers.start("c")
     cluster.kill(old)
     wait_until("... over a, b, c under a new coordinator", lambda: workers.spread_over(["a", "b", "c"]), 60, cluster)
-    new = wait_until("a new coordinator", lambda: coordinator_of(cluster, group) not in (old, -1), 30, cluster)
-    assert new in cluster.procs
+    def new_coordinator():
+        now = coordinator_of(cluster, group)
+        return now if now not in (old, -1) else None
+
+    assert wait_until("a new coordinator", new_coordinator, 30, cluster) in cluster.procs
     after = committed(cluster, group, topic)
     assert all(after[p] >= before[p] for p in range(PARTITIONS)), (before, after)
     live = feed.stop()
