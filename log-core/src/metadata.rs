@@ -25,6 +25,7 @@ pub use error::MetadataError;
 pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 pub use topic::{
     validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
+    OFFSETS_TOPIC,
 };
 
 /// The most partitions one topic may have: each is a raft group, and one
@@ -103,6 +104,13 @@ impl ClusterMetadata {
             return Err(MetadataError::InvalidReplicationFactor { factor: replication_factor, brokers: brokers.len() });
         }
         let config = TopicConfig::new(configs)?;
+        // Its log is the offsets store: retention must never delete from it.
+        if name == topic::OFFSETS_TOPIC && (config.retention_ms() != -1 || config.retention_bytes() != -1) {
+            return Err(MetadataError::InternalTopic {
+                name,
+                reason: "it needs retention.ms=-1 and retention.bytes=-1",
+            });
+        }
         // Start where the previous topics left off, so that partition 0 of
         // every topic is not led by the same broker.
         let assigned: usize = self.topics.values().map(|t| t.partitions.len()).sum();
@@ -113,6 +121,9 @@ impl ClusterMetadata {
     }
 
     fn delete_topic(&mut self, name: String) -> Result<Outcome, MetadataError> {
+        if name == topic::OFFSETS_TOPIC {
+            return Err(MetadataError::InternalTopic { name, reason: "it holds the committed offsets of every group" });
+        }
         let Some(topic) = self.topics.remove(&name) else {
             return Err(MetadataError::UnknownTopic(name));
         };
@@ -214,6 +225,25 @@ mod tests {
         assert_eq!(m.replicas("b", 2), None);
         assert_eq!(m.replicas("b", -1), None);
         assert_eq!(m.epoch(), 5);
+    }
+
+    #[test]
+    fn the_offsets_topic_keeps_everything_and_stays() {
+        let mut m = ClusterMetadata::default();
+        m.apply(register(0)).unwrap();
+        let refused = m.apply(create(OFFSETS_TOPIC, 1, 8, 1)).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InvalidTopicException);
+        let keep = [("retention.ms", "-1"), ("retention.bytes", "-1")];
+        let configs = keep.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let Command::CreateTopic { name, id, partitions, replication_factor, .. } = create(OFFSETS_TOPIC, 1, 8, 1)
+        else {
+            unreachable!()
+        };
+        m.apply(Command::CreateTopic { name, id, partitions, replication_factor, configs }).unwrap();
+        let before = m.clone();
+        let refused = m.apply(Command::DeleteTopic { name: OFFSETS_TOPIC.into() }).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InvalidTopicException);
+        assert_eq!(m, before);
     }
 
     #[test]

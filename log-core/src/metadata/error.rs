@@ -25,6 +25,8 @@ pub enum MetadataError {
     InvalidReplicationFactor { factor: i16, brokers: usize },
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
+    #[error("topic {name:?} is internal: {reason}")]
+    InternalTopic { name: String, reason: &'static str },
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     #[error("broker {0} is not registered")]
@@ -38,9 +40,9 @@ impl MetadataError {
     pub fn code(&self) -> ErrorCode {
         match self {
             MetadataError::InvalidBroker(_) => ErrorCode::InvalidRequest,
-            MetadataError::InvalidTopicName { .. } | MetadataError::TopicNameCollision { .. } => {
-                ErrorCode::InvalidTopicException
-            }
+            MetadataError::InvalidTopicName { .. }
+            | MetadataError::TopicNameCollision { .. }
+            | MetadataError::InternalTopic { .. } => ErrorCode::InvalidTopicException,
             MetadataError::TopicAlreadyExists(_) => ErrorCode::TopicAlreadyExists,
             // The broker that proposed the command chose the id, not the client.
             MetadataError::ReservedTopicId(_) | MetadataError::TopicIdInUse { .. } => ErrorCode::UnknownServerError,

@@ -77,6 +77,9 @@ impl Topic {
 /// Kafka's `Topic.validate`: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 /// The name under which Kafka clients see the metadata log (KRaft's).
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
+/// The internal topic whose partitions hold the consumer groups' committed
+/// offsets (each partition's leader coordinates the groups hashed to it).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {

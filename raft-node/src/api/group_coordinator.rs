@@ -31,7 +31,7 @@ use crate::group_id::GroupId;
 use crate::node::Request;
 use crate::replica::partition::Acks;
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use log_core::metadata::OFFSETS_TOPIC;
 /// Kafka's default is 50; a handful spreads the coordinators over a small cluster.
 const OFFSETS_PARTITIONS: i32 = 8;
 const OFFSETS_REPLICATION: usize = 3;
