@@ -94,7 +94,7 @@ struct RunArgs {
     /// How long the clients run under faults, e.g. 120s or 2m.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     duration: Duration,
-    /// Faults to apply, comma-separated: kill, pause, partition (empty: none).
+    /// Faults to apply, comma-separated: kill, pause, partition, power (empty: none).
     #[arg(long, default_value = "kill,pause,partition", value_delimiter = ',')]
     nemesis: Vec<String>,
     /// Target sends per second over all producers.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::disks::Disks;
 use super::network::Network;
 use super::RunError;
 
@@ -39,12 +40,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Writes each broker's config under `dir`. With a `network`, broker i listens on its namespace's
-    /// address; without, on free ports of 127.0.0.1.
+    /// address; without, on free ports of 127.0.0.1. With `disks`, its data lives on its own disk.
     pub fn new(
         dir: &Path,
         keel: &Path,
         count: usize,
         network: Option<&Network>,
+        disks: Option<&Disks>,
         planted: Option<String>,
     ) -> Result<Cluster, RunError> {
         let placements: Vec<Placement> = match network {
@@ -73,7 +75,7 @@ impl Cluster {
         let mut brokers = Vec::new();
         for (i, placement) in placements.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let data = dir.join(format!("data-{id}"));
+            let data = disks.map_or_else(|| dir.join(format!("data-{id}")), |d| d.data_dir(i));
             let config = format!(
                 "node_id = {id}\ndata_dir = \"{}\"\n[kafka]\nlisten = \"{}\"\n[raft]\nlisten = \"{}\"\ntick_ms = 100\n{members}",
                 data.display(),

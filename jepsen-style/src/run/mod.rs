@@ -2,6 +2,7 @@
 //! faults on a seeded schedule, then the heal, a liveness deadline, the final read and the checker.
 
 mod cluster;
+mod disks;
 mod nemesis;
 mod network;
 mod output;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use crate::kafka::Recorder;
 use crate::{check, Options, Process, Report, TopicPartition};
 use cluster::Cluster;
+use disks::Disks;
 pub use nemesis::{FaultKind, FaultWindow};
 use network::Network;
 use workload::Workload;
@@ -70,8 +72,8 @@ pub struct RunSummary {
     pub duration_s: f64,
     pub nemesis: Vec<FaultKind>,
     pub planted: Option<String>,
-    /// Why partitions were skipped, if asked for and impossible here.
-    pub partitions_skipped: Option<String>,
+    /// Faults asked for and impossible here, with why.
+    pub skipped: Vec<String>,
     pub faults: Vec<FaultWindow>,
     /// Brokers that exited by themselves (a crash of the broker, not a fault), with the exit status.
     pub broker_exits: Vec<String>,
@@ -82,6 +84,41 @@ pub struct RunSummary {
     pub unfinished_reads: Vec<String>,
     pub valid: bool,
     pub verdict: String,
+}
+
+/// The faults a run applies, and what they need.
+struct Faults {
+    network: Option<Arc<Network>>,
+    disks: Option<Arc<Disks>>,
+    kinds: Vec<FaultKind>,
+}
+
+/// Sets up what faults of `kind` need, if they were asked for. Where that is impossible, they are
+/// skipped (dropped from `kinds`) and the run says why rather than failing.
+fn prepare<T>(
+    kinds: &mut Vec<FaultKind>,
+    kind: FaultKind,
+    skipped: &mut Vec<String>,
+    clock: &Arc<dyn Fn() -> u64 + Send + Sync>,
+    unavailable: impl FnOnce() -> Option<String>,
+    create: impl FnOnce() -> Result<(String, T), RunError>,
+) -> Option<Arc<T>> {
+    if !kinds.contains(&kind) {
+        return None;
+    }
+    match unavailable().map_or_else(create, |why| Err(RunError::Harness(why))) {
+        Ok((ready, made)) => {
+            progress(clock(), &ready);
+            Some(Arc::new(made))
+        }
+        Err(why) => {
+            let name = format!("{kind:?}").to_lowercase();
+            progress(clock(), &format!("{name} faults skipped: {why}"));
+            kinds.retain(|k| *k != kind);
+            skipped.push(format!("{name}: {why}"));
+            None
+        }
+    }
 }
 
 /// Prints a progress line stamped with seconds since the start.
@@ -107,31 +144,31 @@ pub async fn run(config: RunConfig) -> Result<(RunSummary, Report), RunError> {
     );
 
     let mut kinds = config.nemesis.clone();
-    let mut partitions_skipped = None;
-    // Declared before the cluster, so it is dropped after the brokers inside it are gone.
-    let network = if kinds.contains(&FaultKind::Partition) {
-        match Network::unavailable() {
-            None => {
-                let network = Network::create(config.brokers)?;
-                progress(clock(), &format!("network namespaces up; links cut with {:?}", network.cutter()));
-                Some(Arc::new(network))
-            }
-            Some(why) => {
-                progress(clock(), &format!("partitions skipped: {why}"));
-                kinds.retain(|k| *k != FaultKind::Partition);
-                partitions_skipped = Some(why);
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let cluster =
-        Arc::new(Cluster::new(&config.out, &config.keel, config.brokers, network.as_deref(), config.planted.clone())?);
-    let result = run_cluster(&config, &cluster, network.clone(), kinds, clock.clone()).await;
+    let mut skipped = Vec::new();
+    // Both are declared before the cluster, so they go after the brokers that use them.
+    let network = prepare(&mut kinds, FaultKind::Partition, &mut skipped, &clock, Network::unavailable, || {
+        let network = Network::create(config.brokers)?;
+        Ok((network.cutter_description(), network))
+    });
+    let disks = prepare(&mut kinds, FaultKind::Power, &mut skipped, &clock, Disks::unavailable, || {
+        Ok((
+            "each broker's data on its own loop-mounted ext4 image".into(),
+            Disks::create(&config.out, config.brokers)?,
+        ))
+    });
+    let cluster = Arc::new(Cluster::new(
+        &config.out,
+        &config.keel,
+        config.brokers,
+        network.as_deref(),
+        disks.as_deref(),
+        config.planted.clone(),
+    )?);
+    let faults = Faults { network: network.clone(), disks: disks.clone(), kinds };
+    let result = run_cluster(&config, &cluster, faults, clock.clone()).await;
     cluster.shutdown();
     let (mut summary, report) = result?;
-    summary.partitions_skipped = partitions_skipped;
+    summary.skipped = skipped;
     output::write(&config.out, &summary, &report)?;
     Ok((summary, report))
 }
@@ -139,8 +176,7 @@ pub async fn run(config: RunConfig) -> Result<(RunSummary, Report), RunError> {
 async fn run_cluster(
     config: &RunConfig,
     cluster: &Arc<Cluster>,
-    network: Option<Arc<Network>>,
-    kinds: Vec<FaultKind>,
+    faults: Faults,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 ) -> Result<(RunSummary, Report), RunError> {
     cluster.start_all()?;
@@ -172,8 +208,9 @@ async fn run_cluster(
     let stop_nemesis = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let nemesis = nemesis::Nemesis {
         cluster: cluster.clone(),
-        network: network.clone(),
-        kinds,
+        network: faults.network.clone(),
+        disks: faults.disks,
+        kinds: faults.kinds,
         rng: ChaCha8Rng::seed_from_u64(config.seed),
         windows: windows.clone(),
         clock: clock.clone(),
@@ -213,7 +250,7 @@ async fn run_cluster(
         Err(e) => return Err(RunError::Harness(format!("the nemesis failed: {e}"))),
     }
     note_exits(cluster, &clock, &mut broker_exits);
-    if let Some(network) = &network {
+    if let Some(network) = &faults.network {
         network.heal()?;
     }
     cluster.heal()?;
@@ -267,7 +304,7 @@ async fn run_cluster(
         duration_s: config.duration.as_secs_f64(),
         nemesis: config.nemesis.clone(),
         planted: config.planted.clone(),
-        partitions_skipped: None,
+        skipped: Vec::new(),
         faults,
         broker_exits,
         heal_ns,

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::cluster::Cluster;
+use super::disks::Disks;
 use super::network::Network;
 use super::{progress, RunError};
 
@@ -22,6 +23,7 @@ pub enum FaultKind {
     Kill,
     Pause,
     Partition,
+    Power,
 }
 
 impl FromStr for FaultKind {
@@ -31,7 +33,8 @@ impl FromStr for FaultKind {
             "kill" => Ok(FaultKind::Kill),
             "pause" => Ok(FaultKind::Pause),
             "partition" => Ok(FaultKind::Partition),
-            other => Err(format!("unknown fault {other:?}: one of kill, pause, partition")),
+            "power" => Ok(FaultKind::Power),
+            other => Err(format!("unknown fault {other:?}: one of kill, pause, partition, power")),
         }
     }
 }
@@ -45,6 +48,19 @@ pub enum Fault {
     Pause(Vec<usize>),
     /// Packets from `.0` to `.1` dropped for each cut.
     Partition { shape: &'static str, cuts: Vec<(usize, usize)> },
+    /// SIGKILL, and the disk loses what was not synced; restarted at the heal.
+    Power(Vec<usize>),
+}
+
+impl Fault {
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Fault::Kill(_) => FaultKind::Kill,
+            Fault::Pause(_) => FaultKind::Pause,
+            Fault::Partition { .. } => FaultKind::Partition,
+            Fault::Power(_) => FaultKind::Power,
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -53,6 +69,7 @@ impl fmt::Display for Fault {
         match self {
             Fault::Kill(brokers) => write!(f, "kill {}", ids(brokers)),
             Fault::Pause(brokers) => write!(f, "pause {}", ids(brokers)),
+            Fault::Power(brokers) => write!(f, "power loss {}", ids(brokers)),
             Fault::Partition { shape, cuts } => {
                 let cuts: Vec<String> = cuts.iter().map(|(a, b)| format!("{}->{}", a + 1, b + 1)).collect();
                 write!(f, "partition {shape} (dropping {})", cuts.join(" "))
@@ -81,6 +98,9 @@ pub fn choose(rng: &mut ChaCha8Rng, kinds: &[FaultKind], brokers: usize) -> Faul
         FaultKind::Kill => Fault::Kill(vec![order[0]]),
         FaultKind::Pause => Fault::Pause(sorted(order[..rng.gen_range(1..=minority.max(1))].to_vec())),
         FaultKind::Partition => partition(rng, &order, minority.max(1)),
+        // Half the time every broker: a lost write survives only if no majority lost it.
+        FaultKind::Power if rng.gen_bool(0.5) => Fault::Power(sorted(order)),
+        FaultKind::Power => Fault::Power(vec![order[0]]),
     }
 }
 
@@ -118,6 +138,7 @@ fn sorted(mut brokers: Vec<usize>) -> Vec<usize> {
 pub struct Nemesis {
     pub cluster: Arc<Cluster>,
     pub network: Option<Arc<Network>>,
+    pub disks: Option<Arc<Disks>>,
     pub kinds: Vec<FaultKind>,
     pub rng: ChaCha8Rng,
     pub windows: Arc<Mutex<Vec<FaultWindow>>>,
@@ -148,12 +169,7 @@ impl Nemesis {
             self.heal(&fault)?;
             let end_ns = (self.clock)();
             progress(end_ns, &format!("heal: {fault}"));
-            let kind = match fault {
-                Fault::Kill(_) => FaultKind::Kill,
-                Fault::Pause(_) => FaultKind::Pause,
-                Fault::Partition { .. } => FaultKind::Partition,
-            };
-            let window = FaultWindow { fault: fault.to_string(), kind, start_ns, end_ns };
+            let window = FaultWindow { fault: fault.to_string(), kind: fault.kind(), start_ns, end_ns };
             self.windows.lock().unwrap_or_else(PoisonError::into_inner).push(window);
         }
         Ok(())
@@ -168,12 +184,17 @@ impl Nemesis {
                     self.network.as_ref().ok_or_else(|| RunError::Harness("partition without a network".into()))?;
                 cuts.iter().try_for_each(|&(from, to)| network.cut(from, to))
             }
+            Fault::Power(brokers) => {
+                let disks = self.disks.as_ref().ok_or_else(|| RunError::Harness("power loss without disks".into()))?;
+                brokers.iter().try_for_each(|&b| self.cluster.kill(b))?;
+                brokers.iter().try_for_each(|&b| disks.lose_power(b))
+            }
         }
     }
 
     fn heal(&self, fault: &Fault) -> Result<(), RunError> {
         match fault {
-            Fault::Kill(brokers) => brokers.iter().try_for_each(|&b| self.cluster.start(b)),
+            Fault::Kill(brokers) | Fault::Power(brokers) => brokers.iter().try_for_each(|&b| self.cluster.start(b)),
             Fault::Pause(brokers) => brokers.iter().try_for_each(|&b| self.cluster.resume(b)),
             Fault::Partition { .. } => self.network.as_ref().map_or(Ok(()), |n| n.heal()),
         }
@@ -197,12 +218,13 @@ mod tests {
     #[test]
     fn faults_touch_only_existing_brokers_and_partitions_cut_real_links() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+        let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Power];
         let mut shapes = std::collections::BTreeSet::new();
         for _ in 0..500 {
             match choose(&mut rng, &kinds, 3) {
                 Fault::Kill(b) => assert!(b.len() == 1 || b == [0, 1, 2], "{b:?}"),
                 Fault::Pause(b) => assert_eq!(b.len(), 1, "a pause leaves a majority running"),
+                Fault::Power(b) => assert!(b.len() == 1 || b == [0, 1, 2], "{b:?}"),
                 Fault::Partition { shape, cuts } => {
                     shapes.insert(shape);
                     assert!(!cuts.is_empty() && cuts.iter().all(|&(a, b)| a != b && a < 3 && b < 3), "{cuts:?}");

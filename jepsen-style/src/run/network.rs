@@ -36,10 +36,7 @@ pub struct Network {
 impl Network {
     /// Why partitions cannot run here, if they cannot: they need root and iproute2's `ip netns`.
     pub fn unavailable() -> Option<String> {
-        let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        });
-        if uid.as_deref() != Some("0") {
+        if !is_root() {
             return Some("network namespaces need root (this process's uid is not 0)".into());
         }
         match Command::new("ip").args(["netns", "list"]).output() {
@@ -98,8 +95,14 @@ impl Network {
         Ok(())
     }
 
-    pub fn cutter(&self) -> Cutter {
-        self.cutter
+    /// What the run prints once the namespaces are up.
+    pub fn cutter_description(&self) -> String {
+        match self.cutter {
+            Cutter::Iptables => "network namespaces up; links cut with iptables DROP".into(),
+            Cutter::BlackholeRoute => {
+                "network namespaces up; iptables is not installed: links cut with blackhole routes".into()
+            }
+        }
     }
 
     /// Broker `i`'s (0-based) address.
@@ -171,6 +174,13 @@ impl Drop for Network {
             }
         }
     }
+}
+
+/// Whether this process runs as root (its real uid is 0).
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    uid == Some("0")
 }
 
 /// Runs `ip args...`; a failure carries its stderr.

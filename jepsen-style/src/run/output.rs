@@ -52,7 +52,7 @@ fn index(summary: &RunSummary, report: &Report) -> String {
         format!("healed at {:.1} s", summary.heal_ns as f64 / 1e9),
     ];
     facts.extend(summary.planted.as_ref().map(|bug| format!("planted bug: {bug}")));
-    facts.extend(summary.partitions_skipped.as_ref().map(|why| format!("partitions skipped: {why}")));
+    facts.extend(summary.skipped.iter().map(|why| format!("skipped: {why}")));
     facts.extend(summary.broker_exits.iter().map(|e| format!("exited by itself: {e}")));
     facts.extend(
         summary.stuck_partitions.iter().map(|tp| format!("no write after the heal: {}/{}", tp.topic, tp.partition)),

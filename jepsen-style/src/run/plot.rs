@@ -60,6 +60,7 @@ fn shade(kind: FaultKind) -> RGBColor {
         FaultKind::Kill => RGBColor(230, 80, 80),
         FaultKind::Pause => RGBColor(240, 190, 40),
         FaultKind::Partition => RGBColor(120, 90, 200),
+        FaultKind::Power => RGBColor(40, 40, 40),
     }
 }
 
@@ -165,7 +166,7 @@ fn shade_faults<'a, Y: Ranged<ValueType = f64>>(
     low: f64,
     high: f64,
 ) -> Result<(), String> {
-    for kind in [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition] {
+    for kind in [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Power] {
         let color = shade(kind);
         let mine: Vec<&FaultWindow> = windows.iter().filter(|w| w.kind == kind).collect();
         if mine.is_empty() {
