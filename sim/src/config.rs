@@ -25,10 +25,12 @@ pub enum FaultKind {
     Corrupt,
     /// Fail a broker's disk in the middle of its operations, then restart it.
     Power,
+    /// Run some brokers' ticks slower or faster than configured, as a skewed clock would.
+    Skew,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -37,6 +39,7 @@ impl FaultKind {
         FaultKind::Delay,
         FaultKind::Corrupt,
         FaultKind::Power,
+        FaultKind::Skew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl FaultKind {
             FaultKind::Delay => "delay",
             FaultKind::Corrupt => "corrupt",
             FaultKind::Power => "power",
+            FaultKind::Skew => "skew",
         }
     }
 

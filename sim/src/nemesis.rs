@@ -13,7 +13,7 @@ use crate::cluster::Cluster;
 use crate::config::FaultKind;
 use crate::faults::{Network, Noise, Plan, Swarm};
 use crate::rng::Rng;
-use crate::schedule::{Cut, Episode, Fault};
+use crate::schedule::{Cut, Episode, Fault, SKEW_PERCENT};
 
 pub struct Nemesis {
     pub cluster: Arc<Cluster>,
@@ -26,13 +26,14 @@ pub struct Nemesis {
     paused: BTreeSet<u8>,
     corrupted: BTreeSet<u8>,
     armed: BTreeSet<u8>,
+    skewed: BTreeSet<u8>,
     /// Brokers restarted while their reads were corrupt: the heal restarts them on clean reads.
     recovered_dirty: BTreeSet<u8>,
 }
 
 /// Kinds an episode of the process nemesis may pick; the rest is link noise.
-const PROCESS: [FaultKind; 5] =
-    [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Corrupt, FaultKind::Power];
+const PROCESS: [FaultKind; 6] =
+    [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Corrupt, FaultKind::Power, FaultKind::Skew];
 const NOISE: [FaultKind; 3] = [FaultKind::Loss, FaultKind::Duplicate, FaultKind::Delay];
 
 impl Nemesis {
@@ -53,6 +54,7 @@ impl Nemesis {
             paused: BTreeSet::new(),
             corrupted: BTreeSet::new(),
             armed: BTreeSet::new(),
+            skewed: BTreeSet::new(),
             recovered_dirty: BTreeSet::new(),
         }
     }
@@ -135,6 +137,19 @@ impl Nemesis {
                 tokio::time::sleep(hold).await;
                 self.disarm(b);
             }
+            Fault::Skew { brokers, percent } => {
+                for &b in &brokers {
+                    self.cluster.clock(b).set_percent(percent);
+                    self.skewed.insert(b);
+                    self.fault("skew", format!("broker {b} ticks at {percent}% of its rate"));
+                }
+                tokio::time::sleep(hold).await;
+                for &b in &brokers {
+                    self.cluster.clock(b).set_percent(100);
+                    self.skewed.remove(&b);
+                    self.end("skew", format!("broker {b} ticks at its rate"));
+                }
+            }
             Fault::Noise(_) => unreachable!("link noise runs in its own lane"),
         }
     }
@@ -201,6 +216,9 @@ impl Nemesis {
         }
         for b in std::mem::take(&mut self.corrupted) {
             self.cluster.disk(b).set_read_corruption(0.0);
+        }
+        for b in std::mem::take(&mut self.skewed) {
+            self.cluster.clock(b).set_percent(100);
         }
         for b in self.armed.clone() {
             self.disarm(b);
@@ -352,6 +370,13 @@ fn draw_process(kind: FaultKind, swarm: &Swarm, ids: &[u8], rng: &mut Rng) -> Fa
             Fault::Corrupt { broker: rng.pick(ids, 1)[0], rate: swarm.corrupt, restart: rng.chance(0.5) }
         }
         FaultKind::Power => Fault::Power { broker: rng.pick(ids, 1)[0], writes: rng.range(0, 400) },
+        // A minority, slow or fast.
+        FaultKind::Skew => {
+            let k = rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
+            let brokers = rng.pick(ids, k);
+            let (low, high) = if rng.chance(0.5) { (SKEW_PERCENT.0, 80) } else { (150, SKEW_PERCENT.1) };
+            Fault::Skew { brokers, percent: rng.range(u64::from(low), u64::from(high) + 1) as u32 }
+        }
         other => unreachable!("{other:?} is link noise"),
     }
 }

@@ -65,6 +65,12 @@ pub enum Fault {
         broker: u8,
         writes: u64,
     },
+    /// These brokers tick at `percent` of their configured rate (below 100:
+    /// late heartbeats and elections; above: early ones); back to 100 at the end.
+    Skew {
+        brokers: Vec<u8>,
+        percent: u32,
+    },
     /// Link noise on every broker-to-broker message.
     Noise(Noise),
 }
@@ -82,6 +88,7 @@ impl Fault {
             Fault::Partition(_) => vec![FaultKind::Partition],
             Fault::Corrupt { .. } => vec![FaultKind::Corrupt],
             Fault::Power { .. } => vec![FaultKind::Power],
+            Fault::Skew { .. } => vec![FaultKind::Skew],
             Fault::Noise(noise) => {
                 let rates = [
                     (FaultKind::Loss, noise.loss),
@@ -96,7 +103,7 @@ impl Fault {
     /// The brokers the fault names.
     fn brokers(&self) -> Vec<u8> {
         match self {
-            Fault::Kill(brokers) | Fault::Pause(brokers) => brokers.clone(),
+            Fault::Kill(brokers) | Fault::Pause(brokers) | Fault::Skew { brokers, .. } => brokers.clone(),
             Fault::Partition(Cut::Split { majority, minority }) => [majority.as_slice(), minority].concat(),
             Fault::Partition(Cut::OneWay { from, to }) => [from.as_slice(), to].concat(),
             Fault::Partition(Cut::Bridge { left, right, bridge }) => [left.as_slice(), right, &[*bridge]].concat(),
@@ -125,6 +132,8 @@ pub struct Schedule {
 const MAX_EPISODES: usize = 10;
 const MAX_GAP_MS: u64 = 4_000;
 const HOLD_MS: (u64, u64) = (100, 8_000);
+/// How slow or fast a skewed broker ticks, in percent of its rate.
+pub const SKEW_PERCENT: (u32, u32) = (20, 400);
 
 impl Schedule {
     /// The episodes of one lane (noise or process), in order.
@@ -159,7 +168,7 @@ impl Schedule {
         for _ in 0..count {
             let gap = Duration::from_millis(u.int_in_range(0..=MAX_GAP_MS)?);
             let hold = Duration::from_millis(u.int_in_range(HOLD_MS.0..=HOLD_MS.1)?);
-            let fault = match u.int_in_range(0..=5u8)? {
+            let fault = match u.int_in_range(0..=6u8)? {
                 0 => Fault::Kill(some(u, &ids)?),
                 1 => Fault::Pause(some(u, &ids)?),
                 2 => Fault::Partition(decode_cut(u, &ids)?),
@@ -167,6 +176,7 @@ impl Schedule {
                 4 => {
                     Fault::Corrupt { broker: *u.choose(&ids)?, rate: 0.001 + rate(u, 0.049)?, restart: u.arbitrary()? }
                 }
+                5 => Fault::Skew { brokers: some(u, &ids)?, percent: u.int_in_range(SKEW_PERCENT.0..=SKEW_PERCENT.1)? },
                 _ => Fault::Noise(Noise {
                     loss: rate(u, 0.3)?,
                     duplicate: rate(u, 0.2)?,
@@ -301,6 +311,7 @@ impl fmt::Display for FaultText<'_> {
                 write!(f, "corrupt({broker}@{rate}{})", if *restart { ",restart" } else { "" })
             }
             Fault::Power { broker, writes } => write!(f, "power({broker}@{writes})"),
+            Fault::Skew { brokers, percent } => write!(f, "skew({}@{percent})", list(brokers)),
             Fault::Noise(n) => {
                 write!(f, "noise(loss={},dup={},delay={}<{})", n.loss, n.duplicate, n.delay, n.delay_max_ms)
             }
@@ -357,6 +368,11 @@ fn parse_fault(name: &str, args: &str) -> Result<Fault, String> {
         "power" => {
             let (b, writes) = pair(args, '@', "BROKER@WRITES")?;
             Fault::Power { broker: broker(b)?, writes: writes.parse().map_err(|_| format!("bad count {writes:?}"))? }
+        }
+        "skew" => {
+            let (b, percent) = pair(args, '@', "BROKERS@PERCENT")?;
+            let percent = percent.parse().map_err(|_| format!("bad percent {percent:?}"))?;
+            Fault::Skew { brokers: brokers(b)?, percent }
         }
         "noise" => {
             let mut noise = Noise::default();
