@@ -183,24 +183,34 @@ impl KafkaApi {
             Load::Loaded => Ok(seat),
             Load::Loading => Err(ErrorCode::CoordinatorLoadInProgress),
             Load::NotStarted => {
-                let loaded = self.load_offsets(group).await;
-                let mut coordinators = self.lock_coordinators();
-                let coordinator = coordinators.seat(seat);
-                if coordinator.term != seat.term {
-                    // Leadership moved on while loading; that term loads its own.
-                    return Err(ErrorCode::NotCoordinator);
-                }
-                match loaded {
-                    Ok(offsets) => {
-                        coordinator.offsets = offsets;
-                        coordinator.load = Load::Loaded;
-                        Ok(seat)
-                    }
-                    Err(_) => {
-                        coordinator.load = Load::NotStarted;
-                        Err(ErrorCode::CoordinatorLoadInProgress)
-                    }
-                }
+                // A task of its own: the load ends (loaded, or back to not
+                // started) even if this request is dropped on the way.
+                let api = self.clone();
+                let load = tokio::spawn(async move { api.load(seat).await });
+                load.await.unwrap_or(Err(ErrorCode::CoordinatorLoadInProgress))
+            }
+        }
+    }
+
+    /// Loads `seat`'s offsets from its log and installs them, unless
+    /// leadership moved on meanwhile.
+    async fn load(&self, seat: Seat) -> Result<Seat, ErrorCode> {
+        let loaded = self.load_offsets(seat.group).await;
+        let mut coordinators = self.lock_coordinators();
+        let coordinator = coordinators.seat(seat);
+        if coordinator.term != seat.term {
+            // That later term loads its own.
+            return Err(ErrorCode::NotCoordinator);
+        }
+        match loaded {
+            Ok(offsets) => {
+                coordinator.offsets = offsets;
+                coordinator.load = Load::Loaded;
+                Ok(seat)
+            }
+            Err(_) => {
+                coordinator.load = Load::NotStarted;
+                Err(ErrorCode::CoordinatorLoadInProgress)
             }
         }
     }
