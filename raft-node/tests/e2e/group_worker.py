@@ -4,12 +4,16 @@ that it can be killed (SIGKILL: gone without leaving the group) or stopped
 
 usage: group_worker.py confluent|kafka-python BOOTSTRAP GROUP TOPIC OUT
 
+confluent only: $ASSIGNOR picks the assignor (default cooperative-sticky), and
+$GROUP_INSTANCE_ID makes a static member.
+
 Writes JSON lines to OUT: {"assigned": [partitions]} whenever its assignment
 changes, {"p", "o", "v"} for every message processed (before its offset is
 committed: at least once), and {"closed": true} after a clean stop.
 """
 
 import json
+import os
 import signal
 import sys
 
@@ -44,15 +48,17 @@ def revoked(partitions):
 def run_confluent():
     from confluent_kafka import Consumer
 
+    static = {"group.instance.id": os.environ["GROUP_INSTANCE_ID"]} if "GROUP_INSTANCE_ID" in os.environ else {}
     consumer = Consumer(
         {
+            **static,
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "client.id": f"worker-{out_path.rsplit('/', 1)[-1]}",
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 500,
             "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
+            "partition.assignment.strategy": os.environ.get("ASSIGNOR", "cooperative-sticky"),
             # Offsets are stored after processing and committed in the background.
             "enable.auto.offset.store": False,
             "auto.commit.interval.ms": 200,

@@ -7,6 +7,7 @@ and a new member resumes from them (reads only what came after). And `keel
 group list|describe|reset-offsets` against a live and an empty group."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -26,10 +27,11 @@ class Workers:
         self.cluster, self.root, self.client, self.group, self.topic = cluster, Path(root), client, group, topic
         self.procs = {}
 
-    def start(self, name):
+    def start(self, name, env=None):
         out = self.root / f"{name}.jsonl"
         args = [sys.executable, WORKER, self.client, self.cluster.bootstrap, self.group, self.topic, str(out)]
-        self.procs[name] = subprocess.Popen(args, stderr=open(self.root / f"{name}.err", "a"))
+        env = {**os.environ, **(env or {})}
+        self.procs[name] = subprocess.Popen(args, stderr=open(self.root / f"{name}.err", "a"), env=env)
 
     def kill(self, name):
         proc = self.procs.pop(name)
@@ -289,4 +291,26 @@ def test_coordinator_failover_during_a_rebalance(cluster, tmp_path):
     live = feed.stop()
     processed = lambda: set(live) <= workers.processed(["a", "b", "c"])  # noqa: E731
     wait_until("every acknowledged message processed", processed, 60, cluster)
+    workers.stop_all()
+
+
+def test_a_static_member_restarts_into_its_partitions_without_a_rebalance(cluster, tmp_path):
+    """A static member (group.instance.id) killed and started again within its
+    session gets its partitions back, and the other member, under an eager
+    assignor that revokes everything on any rebalance, sees none."""
+    topic, group = "static-orders", "static-group"
+    create_topic(cluster, topic, partitions=PARTITIONS)
+    workers = Workers(cluster, tmp_path, "confluent", group, topic)
+    # "leader" joins first and leads: a returning static leader would rebalance.
+    workers.start("leader", env={"ASSIGNOR": "range", "GROUP_INSTANCE_ID": "leader-box"})
+    wait_until("6 partitions on the leader", lambda: workers.spread_over(["leader"]), 60, cluster)
+    static = {"ASSIGNOR": "range", "GROUP_INSTANCE_ID": "static-box"}
+    workers.start("static", env=static)
+    wait_until("6 partitions over both", lambda: workers.spread_over(["leader", "static"]), 60, cluster)
+    held = workers.assignment("static")
+    leader_events = len(workers.events("leader"))
+    workers.kill("static")
+    workers.start("static-again", env=static)
+    wait_until("the partitions back", lambda: workers.assignment("static-again") == held, 30, cluster)
+    assert workers.events("leader")[leader_events:] == [], "the other member saw no rebalance"
     workers.stop_all()
