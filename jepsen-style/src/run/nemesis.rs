@@ -87,12 +87,22 @@ pub struct FaultWindow {
     pub end_ns: u64,
 }
 
-/// Picks the next fault among `kinds` for `brokers` brokers.
-pub fn choose(rng: &mut ChaCha8Rng, kinds: &[FaultKind], brokers: usize) -> Fault {
+/// The kinds of the next faults: each kind once in a shuffled round, round after round, so a short run
+/// still applies every kind asked for.
+pub fn next_kind(rng: &mut ChaCha8Rng, kinds: &[FaultKind], round: &mut Vec<FaultKind>) -> Option<FaultKind> {
+    if round.is_empty() {
+        round.extend_from_slice(kinds);
+        round.shuffle(rng);
+    }
+    round.pop()
+}
+
+/// Picks a fault of `kind` for `brokers` brokers.
+pub fn choose(rng: &mut ChaCha8Rng, kind: FaultKind, brokers: usize) -> Fault {
     let mut order: Vec<usize> = (0..brokers).collect();
     order.shuffle(rng);
     let minority = (brokers - 1) / 2;
-    match kinds.choose(rng).copied().unwrap_or(FaultKind::Kill) {
+    match kind {
         // Now and then every broker at once: the whole cluster recovers from its disks.
         FaultKind::Kill if rng.gen_bool(0.2) => Fault::Kill(sorted(order)),
         FaultKind::Kill => Fault::Kill(vec![order[0]]),
@@ -156,12 +166,14 @@ impl Nemesis {
             return Ok(());
         }
         let brokers = self.cluster.size();
+        let mut round = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             sleep_unless(&stop, Duration::from_millis(self.rng.gen_range(quiet_ms.0..=quiet_ms.1))).await;
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let fault = choose(&mut self.rng, &self.kinds, brokers);
+            let Some(kind) = next_kind(&mut self.rng, &self.kinds, &mut round) else { break };
+            let fault = choose(&mut self.rng, kind, brokers);
             let start_ns = (self.clock)();
             progress(start_ns, &format!("fault: {fault}"));
             self.apply(&fault)?;
@@ -220,8 +232,15 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let kinds = [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition, FaultKind::Power];
         let mut shapes = std::collections::BTreeSet::new();
-        for _ in 0..500 {
-            match choose(&mut rng, &kinds, 3) {
+        let mut round = Vec::new();
+        for i in 0..500 {
+            let kind = next_kind(&mut rng, &kinds, &mut round).expect("a kind");
+            if i % kinds.len() == kinds.len() - 1 {
+                assert!(round.is_empty(), "every {} faults, each kind once", kinds.len());
+            }
+            let fault = choose(&mut rng, kind, 3);
+            assert_eq!(fault.kind(), kind);
+            match fault {
                 Fault::Kill(b) => assert!(b.len() == 1 || b == [0, 1, 2], "{b:?}"),
                 Fault::Pause(b) => assert_eq!(b.len(), 1, "a pause leaves a majority running"),
                 Fault::Power(b) => assert!(b.len() == 1 || b == [0, 1, 2], "{b:?}"),
