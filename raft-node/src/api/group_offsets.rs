@@ -8,7 +8,9 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::messages::{
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+};
 use log_core::group::offsets::{Committed, OffsetStore, RecordKey};
 use log_core::ErrorCode;
 
@@ -95,62 +97,17 @@ impl KafkaApi {
         if version >= 8 {
             let mut groups = Vec::new();
             for g in &request.groups {
-                let wanted = g
-                    .topics
-                    .as_ref()
-                    .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect::<Vec<_>>());
+                let wanted =
+                    g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.as_str(), &t.partition_indexes)).collect());
                 let (code, topics) = self.fetch_offsets(&g.group_id, wanted).await;
-                let topics = topics
-                    .into_iter()
-                    .map(|(name, parts)| {
-                        let partitions = parts.into_iter().map(|f| {
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(f.partition)
-                                .with_committed_offset(f.offset)
-                                .with_committed_leader_epoch(f.leader_epoch)
-                                .with_metadata(Some(str_bytes(&f.metadata)))
-                                .with_error_code(f.error.code())
-                        });
-                        OffsetFetchResponseTopics::default()
-                            .with_name(super::topic_name(&name))
-                            .with_partitions(partitions.collect())
-                    })
-                    .collect();
-                groups.push(
-                    OffsetFetchResponseGroup::default()
-                        .with_group_id(g.group_id.clone())
-                        .with_error_code(code.code())
-                        .with_topics(topics),
-                );
+                groups.push(group_answer(&g.group_id, code, topics));
             }
             return OffsetFetchResponse::default().with_groups(groups);
         }
-        let wanted = request
-            .topics
-            .as_ref()
-            .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect::<Vec<_>>());
+        let wanted =
+            request.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.as_str(), &t.partition_indexes)).collect());
         let (code, topics) = self.fetch_offsets(&request.group_id, wanted).await;
-        // v1 has no top-level error: it rides on every partition.
-        let topics = topics
-            .into_iter()
-            .map(|(name, parts)| {
-                let partitions = parts.into_iter().map(|f| {
-                    let error = if f.error == ErrorCode::None { code } else { f.error };
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(f.partition)
-                        .with_committed_offset(f.offset)
-                        // Leader epochs from v5; a top-level error from v2.
-                        .with_committed_leader_epoch(if version >= 5 { f.leader_epoch } else { -1 })
-                        .with_metadata(Some(str_bytes(&f.metadata)))
-                        .with_error_code(if version < 2 { error.code() } else { f.error.code() })
-                });
-                OffsetFetchResponseTopic::default()
-                    .with_name(super::topic_name(&name))
-                    .with_partitions(partitions.collect())
-            })
-            .collect();
-        let code = if version >= 2 { code } else { ErrorCode::None };
-        OffsetFetchResponse::default().with_error_code(code.code()).with_topics(topics)
+        fetch_answer(code, topics, version)
     }
 
     /// The committed offsets `wanted` (every one of the group's when `None`),
@@ -158,15 +115,20 @@ impl KafkaApi {
     async fn fetch_offsets(
         &self,
         group: &str,
-        wanted: Option<Vec<(String, Vec<i32>)>>,
+        wanted: Option<Vec<(&str, &Vec<i32>)>>,
     ) -> (ErrorCode, Vec<(String, Vec<Fetched>)>) {
         let seat = match self.coordinator_seat(group).await {
             Ok(seat) => seat,
             Err(code) => {
                 let topics = wanted.unwrap_or_default();
-                let none =
-                    |p| Fetched { partition: p, offset: -1, leader_epoch: -1, metadata: String::new(), error: code };
-                let topics = topics.into_iter().map(|(t, ps)| (t, ps.into_iter().map(none).collect())).collect();
+                let none = |&p: &i32| Fetched {
+                    partition: p,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    error: code,
+                };
+                let topics = topics.into_iter().map(|(t, ps)| (t.to_string(), ps.iter().map(none).collect())).collect();
                 return (code, topics);
             }
         };
@@ -175,7 +137,7 @@ impl KafkaApi {
     }
 }
 
-fn committed(store: &OffsetStore, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<Fetched>)> {
+fn committed(store: &OffsetStore, group: &str, wanted: Option<Vec<(&str, &Vec<i32>)>>) -> Vec<(String, Vec<Fetched>)> {
     let fetched = |partition: i32, c: Option<&Committed>| match c {
         Some(c) => Fetched {
             partition,
@@ -190,8 +152,8 @@ fn committed(store: &OffsetStore, group: &str, wanted: Option<Vec<(String, Vec<i
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
-                let found = partitions.into_iter().map(|p| fetched(p, store.get(group, &topic, p))).collect();
-                (topic, found)
+                let found = partitions.iter().map(|&p| fetched(p, store.get(group, topic, p))).collect();
+                (topic.to_string(), found)
             })
             .collect(),
         None => {
@@ -204,5 +166,88 @@ fn committed(store: &OffsetStore, group: &str, wanted: Option<Vec<(String, Vec<i
             }
             by_topic
         }
+    }
+}
+
+/// One group's offsets in OffsetFetch v8's batched form.
+fn group_answer(group: &GroupId, code: ErrorCode, topics: Vec<(String, Vec<Fetched>)>) -> OffsetFetchResponseGroup {
+    let topics = topics.into_iter().map(|(name, parts)| {
+        let partitions = parts.into_iter().map(|f| {
+            OffsetFetchResponsePartitions::default()
+                .with_partition_index(f.partition)
+                .with_committed_offset(f.offset)
+                .with_committed_leader_epoch(f.leader_epoch)
+                .with_metadata(Some(str_bytes(&f.metadata)))
+                .with_error_code(f.error.code())
+        });
+        OffsetFetchResponseTopics::default().with_name(super::topic_name(&name)).with_partitions(partitions.collect())
+    });
+    OffsetFetchResponseGroup::default()
+        .with_group_id(group.clone())
+        .with_error_code(code.code())
+        .with_topics(topics.collect())
+}
+
+/// One group's offsets before v8. v1 has no top-level error: it rides on
+/// every partition; leader epochs come with v5.
+fn fetch_answer(code: ErrorCode, topics: Vec<(String, Vec<Fetched>)>, version: i16) -> OffsetFetchResponse {
+    let topics = topics.into_iter().map(|(name, parts)| {
+        let partitions = parts.into_iter().map(|f| {
+            let error = if version < 2 && f.error == ErrorCode::None { code } else { f.error };
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(f.partition)
+                .with_committed_offset(f.offset)
+                .with_committed_leader_epoch(if version >= 5 { f.leader_epoch } else { -1 })
+                .with_metadata(Some(str_bytes(&f.metadata)))
+                .with_error_code(error.code())
+        });
+        OffsetFetchResponseTopic::default().with_name(super::topic_name(&name)).with_partitions(partitions.collect())
+    });
+    let code = if version >= 2 { code } else { ErrorCode::None };
+    OffsetFetchResponse::default().with_error_code(code.code()).with_topics(topics.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::protocol::Encodable;
+
+    use super::*;
+    use crate::kafka::versions::supported;
+
+    fn offsets() -> Vec<(String, Vec<Fetched>)> {
+        let fetched = |partition, offset| Fetched {
+            partition,
+            offset,
+            leader_epoch: 4,
+            metadata: "m".into(),
+            error: ErrorCode::None,
+        };
+        vec![("t".to_string(), vec![fetched(0, 10), fetched(1, -1)])]
+    }
+
+    #[test]
+    fn offset_fetch_answers_encode_at_every_supported_version() {
+        let api = supported(ApiKey::OffsetFetch).unwrap();
+        for version in api.min..=api.max {
+            let answer = if version >= 8 {
+                let g = GroupId(str_bytes("g"));
+                OffsetFetchResponse::default().with_groups(vec![group_answer(&g, ErrorCode::None, offsets())])
+            } else {
+                fetch_answer(ErrorCode::CoordinatorLoadInProgress, offsets(), version)
+            };
+            answer.encode(&mut BytesMut::new(), version).unwrap_or_else(|e| panic!("OffsetFetch v{version}: {e}"));
+        }
+    }
+
+    #[test]
+    fn before_v2_a_group_error_rides_on_every_partition() {
+        let old = fetch_answer(ErrorCode::NotCoordinator, offsets(), 1);
+        assert_eq!(old.error_code, 0);
+        assert!(old.topics[0].partitions.iter().all(|p| p.error_code == ErrorCode::NotCoordinator.code()));
+        let new = fetch_answer(ErrorCode::NotCoordinator, offsets(), 2);
+        assert_eq!(new.error_code, ErrorCode::NotCoordinator.code());
+        assert!(new.topics[0].partitions.iter().all(|p| p.error_code == 0));
     }
 }
