@@ -30,6 +30,12 @@ pub enum Error {
     /// The broker answered, but not in a way the protocol allows.
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The last attempt failed, but an earlier one reached a broker that
+    /// answered with a retriable error: that request may still take effect
+    /// (a leader that stepped down after appending answers
+    /// NOT_LEADER_OR_FOLLOWER, and its entry may commit under the next).
+    #[error("{0} (an earlier attempt reached a broker and may have taken effect)")]
+    AfterDelivery(Box<Error>),
 }
 
 impl Error {

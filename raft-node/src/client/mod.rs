@@ -221,8 +221,12 @@ pub struct Fetched {
 /// How one routed attempt ended.
 enum Attempt<T> {
     Done(T),
-    /// Worth another try after refreshing metadata; the error if none is left.
-    Retry(Error),
+    /// Worth another try after refreshing metadata; the error if none is
+    /// left, and whether the request reached a broker (which may have acted).
+    Retry {
+        error: Error,
+        delivered: bool,
+    },
 }
 
 pub struct Client {
@@ -630,13 +634,20 @@ impl Client {
         error_of: impl Fn(&R::Response) -> Option<i16>,
     ) -> Result<R::Response, Error> {
         let mut attempt = 0;
+        let mut any_delivered = false;
         loop {
             let error = match self.attempt(topic, partition, version, request, idempotent, &error_of).await? {
                 Attempt::Done(response) => return Ok(response),
-                Attempt::Retry(error) => error,
+                Attempt::Retry { error, delivered } => {
+                    any_delivered |= delivered;
+                    error
+                }
             };
             if attempt >= self.config.retries {
-                return Err(error);
+                // A last attempt that never reached a broker must not hide an
+                // earlier one that did.
+                let undelivered = matches!(error, Error::Connect { .. } | Error::Unreachable(_));
+                return Err(if any_delivered && undelivered { Error::AfterDelivery(Box::new(error)) } else { error });
             }
             // The next attempt looks the leader up again.
             self.cluster.topics.remove(topic);
@@ -657,7 +668,7 @@ impl Client {
         let addr = match self.leader_addr(topic, partition).await {
             Ok(addr) => addr,
             Err(e @ (Error::Kafka { .. } | Error::Connect { .. } | Error::Unreachable(_))) => {
-                return Ok(Attempt::Retry(e))
+                return Ok(Attempt::Retry { error: e, delivered: false })
             }
             Err(e) => return Err(e),
         };
@@ -666,12 +677,13 @@ impl Client {
                 Some(code @ (NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION)) => {
                     // The metadata said the topic exists, so an unknown topic
                     // here is a broker that has not caught up yet.
-                    Ok(Attempt::Retry(Error::kafka(format!("{topic}/{partition} at {addr}"), code, None)))
+                    let error = Error::kafka(format!("{topic}/{partition} at {addr}"), code, None);
+                    Ok(Attempt::Retry { error, delivered: true })
                 }
                 _ => Ok(Attempt::Done(response)),
             },
-            Err(e @ Error::Connect { .. }) => Ok(Attempt::Retry(e)),
-            Err(e) if idempotent => Ok(Attempt::Retry(e)),
+            Err(e @ Error::Connect { .. }) => Ok(Attempt::Retry { error: e, delivered: false }),
+            Err(e) if idempotent => Ok(Attempt::Retry { error: e, delivered: true }),
             Err(e) => Err(e),
         }
     }
