@@ -18,7 +18,7 @@ use std::time::Duration;
 use arbitrary::Unstructured;
 use sim::config::{Faults, SimConfig};
 use sim::run::run;
-use sim::schedule::{Fault, Schedule};
+use sim::schedule::Schedule;
 
 /// Seconds of random inputs under `cargo test` (`BOLERO_RANDOM_TEST_TIME_MS` overrides).
 const TEST_SECS: u64 = 10;
@@ -37,45 +37,6 @@ fn decode(input: &[u8]) -> arbitrary::Result<SimConfig> {
     Ok(SimConfig { seed, brokers: BROKERS, partitions, duration, faults: Faults::Scheduled(schedule) })
 }
 
-/// Failures this target found that are written down (docs/VERIFICATION.md,
-/// "Fuzzing") and not fixed yet, in code outside the simulator: a run whose
-/// verdict is exactly one of them passes, noisily, so the fuzzer keeps looking
-/// for others. Remove an entry with its fix; its corpus input then checks it.
-fn known_finding(verdict: &str, schedule: &Schedule) -> Option<&'static str> {
-    let reasons = reasons(verdict.strip_prefix("invalid: ")?);
-    if reasons == ["checker: invalid: phantom-write"] {
-        return Some(
-            "phantom-write: a produce the client retried fails as 'cannot connect' though an attempt was written",
-        );
-    }
-    let powered_off = schedule.episodes.iter().any(|e| matches!(e.fault, Fault::Power { .. }));
-    let corrupt_record = |r: &String| r.starts_with("invariant:") && r.contains("CRIT") && r.contains("CorruptRecord");
-    if powered_off && reasons.iter().all(corrupt_record) {
-        return Some("CorruptRecord (not 'power failure') read from a segment while its disk is powerless");
-    }
-    None
-}
-
-/// The reasons of a verdict (`reason; reason`): a CRIT line may hold "; " too,
-/// so a piece starts a reason only with a reason's prefix.
-fn reasons(verdict: &str) -> Vec<String> {
-    const PREFIXES: [&str; 6] = ["checker: ", "invariant: ", "liveness: ", "panic: ", "final read ", "broker "];
-    let mut reasons: Vec<String> = Vec::new();
-    for piece in verdict.split("; ") {
-        match reasons.last_mut() {
-            Some(last) if !PREFIXES.iter().any(|p| piece.starts_with(p)) => {
-                last.push_str("; ");
-                last.push_str(piece);
-            }
-            _ => reasons.push(piece.to_string()),
-        }
-    }
-    reasons
-}
-
-/// How many runs ended in a known finding.
-static KNOWN: AtomicUsize = AtomicUsize::new(0);
-
 /// The property: the run a schedule drives is valid. A failure names the
 /// schedule, keeps the trace and prints the command that replays it.
 fn cluster_schedule(input: &[u8]) {
@@ -85,11 +46,6 @@ fn cluster_schedule(input: &[u8]) {
         return;
     }
     let Faults::Scheduled(schedule) = &config.faults else { unreachable!("decode schedules every run") };
-    if let Some(finding) = known_finding(&outcome.verdict, schedule) {
-        KNOWN.fetch_add(1, Ordering::Relaxed);
-        eprintln!("cluster_schedules: known finding, not failing: {finding}\n  replay: {}", config.command());
-        return;
-    }
     // The run is over: writing a real file is fine here.
     let trace = std::env::temp_dir().join(format!("keel-schedule-{}.trace", config.seed));
     let written =
@@ -129,8 +85,7 @@ fn cluster_schedules() {
         cluster_schedule(input)
     });
     let cases = cases.into_inner();
-    let known = KNOWN.load(Ordering::Relaxed);
-    eprintln!("cluster_schedules: {replayed} corpus and crash inputs, {cases} random inputs, {known} known findings");
+    eprintln!("cluster_schedules: {replayed} corpus and crash inputs, {cases} random inputs");
     assert!(cases >= MIN_CASES, "only {cases} random inputs ran (want {MIN_CASES})");
 }
 

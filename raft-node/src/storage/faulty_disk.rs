@@ -287,8 +287,12 @@ impl DiskFile for FaultyFile {
     }
 
     fn len(&self) -> u64 {
-        // A stale handle has no file; report it empty and let the next I/O error.
-        self.with_file(false, |file, _| file.current.len() as u64).unwrap_or(0)
+        // The length is in memory (the page cache), powered or not: a powerless
+        // disk must fail the read that follows as a power failure, not look
+        // empty, which reads as a torn record. A stale handle has no file:
+        // report it empty and let the next I/O error.
+        let state = self.disk.lock();
+        state.files.get(&self.name).filter(|file| file.id == self.id).map_or(0, |file| file.current.len() as u64)
     }
 }
 
