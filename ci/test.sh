@@ -78,4 +78,12 @@ venv=target/e2e-venv
 cargo build --locked -p raft-node --bin keel -p jepsen-style --bin keel-jepsen
 KEEL_BIN="$PWD/target/debug/keel" "$venv/bin/python" -m pytest -q -p no:cacheprovider raft-node/tests/e2e
 
+step "real processes: keel-jepsen run, 60 s of kill, pause, partition and power faults (ci/jepsen.sh)"
+# Partitions cut links with iptables (without it: blackhole routes, which fail connects at once).
+if ! command -v iptables >/dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null || echo "no iptables: blackhole routes"
+fi
+# A fixed seed: the same fault schedule every run (seed 21 draws all four kinds).
+KEEL_JEPSEN_SEED="${KEEL_JEPSEN_SEED:-21}" ci/jepsen.sh
+
 step "done"
