@@ -119,14 +119,19 @@ impl Client {
         }
     }
 
-    /// Every group of the cluster: each broker lists the groups it coordinates.
+    /// Every group of the cluster: each reachable broker lists the groups it coordinates.
     pub async fn list_groups(&mut self) -> Result<Vec<GroupListing>, Error> {
         self.refresh(None).await?;
         let addrs: Vec<String> = self.cluster.brokers.values().map(BrokerInfo::addr).collect();
         let mut groups = Vec::new();
         for addr in addrs {
             let response: ListGroupsResponse =
-                self.request(&addr, LIST_GROUPS_VERSION, &ListGroupsRequest::default()).await?;
+                match self.request(&addr, LIST_GROUPS_VERSION, &ListGroupsRequest::default()).await {
+                    Ok(response) => response,
+                    // A broker that is down coordinates nothing: its partitions' leaders moved.
+                    Err(Error::Connect { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
             if response.error_code != 0 {
                 return Err(Error::kafka(format!("list groups at {addr}"), response.error_code, None));
             }
