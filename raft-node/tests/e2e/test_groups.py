@@ -161,33 +161,28 @@ def run_group(cluster, tmp_path, client, churn):
     workers.stop_all()
 
 
-def test_confluent_group_of_three_through_joins_leaves_and_kills(cluster, tmp_path):
-    def churn(workers, topic):
-        for name in ["a", "b", "c"]:
-            workers.start(name)
-        wait_until("6 partitions over a, b, c", lambda: workers.spread_over(["a", "b", "c"]), 60, workers.cluster)
-        workers.start("d")
-        wait_until("... over a, b, c, d", lambda: workers.spread_over(["a", "b", "c", "d"]), 60, workers.cluster)
-        workers.stop("b")
-        wait_until("... over a, c, d after b left", lambda: workers.spread_over(["a", "c", "d"]), 60, workers.cluster)
-        wait_until("c working", lambda: any("v" in e for e in workers.events("c")), 60, workers.cluster)
-        workers.kill("c")
-        wait_until("... over a, d after c died", lambda: workers.spread_over(["a", "d"]), 60, workers.cluster)
+def churn(workers, topic):
+    """Three members; a fourth joins; one leaves cleanly; one is killed (its
+    partitions move once its session expires). Each step waits for the
+    partitions to be spread over exactly the live members."""
+    for name in ["a", "b", "c"]:
+        workers.start(name)
+    wait_until("6 partitions over a, b, c", lambda: workers.spread_over(["a", "b", "c"]), 60, workers.cluster)
+    workers.start("d")
+    wait_until("... over a, b, c, d", lambda: workers.spread_over(["a", "b", "c", "d"]), 60, workers.cluster)
+    workers.stop("b")
+    wait_until("... over a, c, d after b left", lambda: workers.spread_over(["a", "c", "d"]), 60, workers.cluster)
+    wait_until("c working", lambda: any("v" in e for e in workers.events("c")), 60, workers.cluster)
+    workers.kill("c")
+    wait_until("... over a, d after c died", lambda: workers.spread_over(["a", "d"]), 60, workers.cluster)
 
+
+def test_confluent_group_of_three_through_joins_leaves_and_kills(cluster, tmp_path):
     run_group(cluster, tmp_path, "confluent", churn)
 
 
-def test_kafka_python_group_through_a_kill(cluster, tmp_path):
-    def churn(workers, topic):
-        for name in ["a", "b"]:
-            workers.start(name)
-        wait_until("6 partitions over a, b", lambda: workers.spread_over(["a", "b"]), 60, workers.cluster)
-        wait_until("b working", lambda: any("v" in e for e in workers.events("b")), 60, workers.cluster)
-        workers.kill("b")
-        wait_until("... over a after b died", lambda: workers.spread_over(["a"]), 60, workers.cluster)
-
+def test_kafka_python_group_of_three_through_joins_leaves_and_kills(cluster, tmp_path):
     run_group(cluster, tmp_path, "kafka-python", churn)
-
 
 def keel_group(cluster, *args):
     result = subprocess.run([KEEL, "group", *args, "--bootstrap", cluster.bootstrap],
