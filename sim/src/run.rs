@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jepsen_style::kafka::Recorder;
 use jepsen_style::{History, Options};
 use madsim::runtime::{Handle, Runtime};
 use raft_node::replica::panic_message;
@@ -53,7 +54,7 @@ struct Ran {
 /// What the simulation shares with the code outside it, so a run that
 /// panicked still reports how far it got.
 struct Shared {
-    recorder: Arc<workload::Recorder>,
+    recorder: Arc<Recorder>,
     network: Arc<Network>,
     injected: Arc<AtomicUsize>,
     committed: Arc<CommittedEntries>,
@@ -79,7 +80,7 @@ fn run_on_fresh_thread(config: &SimConfig) -> Outcome {
     trace.append(&format!("faults: {}\n", plan.describe()));
     let logger = trace.logger_at(slog::Level::Info);
     let shared = Shared {
-        recorder: Arc::new(workload::Recorder::new(logger.new(o!("sim" => "client")))),
+        recorder: Arc::new(Recorder::new(workload::now_ns)),
         network: Arc::new(Network::new(config.seed)),
         injected: Arc::new(AtomicUsize::new(0)),
         committed: Arc::new(CommittedEntries::default()),
@@ -131,7 +132,8 @@ fn run_on_fresh_thread(config: &SimConfig) -> Outcome {
     for failure in &failures {
         details.push_str(&format!("{failure}\n"));
     }
-    let (ops, acked) = shared.recorder.counts();
+    let counts = shared.recorder.counts();
+    let (ops, acked) = (counts.invoked, counts.acked);
     let faults = shared.injected.load(Ordering::Relaxed);
     let net = shared.network.counts();
     // The simulated time of the last line logged (a panicked run has no other clock left).
@@ -180,6 +182,7 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
         bootstrap: cluster.bootstrap(),
         partitions: i32::from(config.partitions),
         recorder: shared.recorder,
+        log: logger.new(o!("sim" => "client")),
         stop: AtomicBool::new(false),
         seed: config.seed,
     });

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use jepsen_style::{History, HistoryBuilder, Op, OpIndex, Process, Record, Seek, Send, TopicPartition};
-use raft_node::client::records::ProducerRecord;
-use raft_node::client::{Acks, Client, ClientConfig, Error};
+use jepsen_style::kafka::{self, Recorder, SendOutcome};
+use jepsen_style::{Process, TopicPartition};
+use raft_node::client::{Client, ClientConfig};
 use slog::{info, warn, Logger};
 
 use crate::rng::Rng;
@@ -20,81 +19,10 @@ pub const TOPIC: &str = "keel-sim";
 /// An operation that takes longer is given up (and its outcome is unknown).
 const OP_TIMEOUT: Duration = Duration::from_secs(20);
 const FETCH_WAIT: Duration = Duration::from_millis(200);
-const FETCH_BYTES: i32 = 1 << 20;
 
 /// Simulated time since the start of the run, in nanoseconds.
 pub fn now_ns() -> u64 {
     madsim::time::TimeHandle::current().elapsed().as_nanos() as u64
-}
-
-/// The history and what the summary counts, shared by every client.
-pub struct Recorder {
-    state: Mutex<RecorderState>,
-    log: Logger,
-}
-
-#[derive(Default)]
-struct RecorderState {
-    history: HistoryBuilder,
-    /// The highest acknowledged offset of each partition.
-    acked: BTreeMap<i32, i64>,
-    acks: usize,
-    ops: usize,
-}
-
-impl Recorder {
-    pub fn new(log: Logger) -> Recorder {
-        Recorder { state: Mutex::new(RecorderState::default()), log }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, RecorderState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    // A history error is a bug of the workload, never of the brokers: fail loudly.
-    fn invoke(&self, process: u64, op: Op) -> OpIndex {
-        let mut state = self.lock();
-        state.ops += 1;
-        state.history.invoke(Process(process), now_ns(), op).expect("the workload records a well-formed history")
-    }
-
-    fn ok(&self, op: OpIndex) {
-        self.lock().history.ok(op, now_ns()).expect("well-formed history");
-    }
-
-    fn ok_send(&self, op: OpIndex, partition: i32, offset: i64) {
-        let mut state = self.lock();
-        state.history.ok_send(op, now_ns(), offset).expect("well-formed history");
-        state.acks += 1;
-        let max = state.acked.entry(partition).or_insert(offset);
-        *max = (*max).max(offset);
-    }
-
-    fn ok_poll(&self, op: OpIndex, records: Vec<Record>) {
-        self.lock().history.ok_poll(op, now_ns(), records).expect("well-formed history");
-    }
-
-    fn fail(&self, op: OpIndex) {
-        self.lock().history.fail(op, now_ns()).expect("well-formed history");
-    }
-
-    fn info(&self, op: OpIndex) {
-        self.lock().history.info(op, now_ns()).expect("well-formed history");
-    }
-
-    pub fn max_acked(&self, partition: i32) -> Option<i64> {
-        self.lock().acked.get(&partition).copied()
-    }
-
-    /// (operations invoked, writes acknowledged)
-    pub fn counts(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.ops, state.acks)
-    }
-
-    pub fn finish(&self) -> History {
-        std::mem::take(&mut self.lock().history).finish()
-    }
 }
 
 /// What the clients share: where the cluster is, the recorder, the stop flag.
@@ -102,6 +30,7 @@ pub struct Workload {
     pub bootstrap: Vec<String>,
     pub partitions: i32,
     pub recorder: Arc<Recorder>,
+    pub log: Logger,
     pub stop: AtomicBool,
     pub seed: u64,
 }
@@ -120,17 +49,7 @@ impl Workload {
     }
 
     fn log(&self) -> &Logger {
-        &self.recorder.log
-    }
-}
-
-/// Errors after which the produce surely was not written: no attempt reached
-/// a broker that could have appended it.
-fn surely_not_written(error: &Error) -> bool {
-    match error {
-        Error::Connect { .. } => true,
-        Error::Unreachable(errors) => errors.iter().all(surely_not_written),
-        _ => false,
+        &self.log
     }
 }
 
@@ -169,35 +88,14 @@ pub async fn setup(workload: Arc<Workload>, brokers: usize) {
 
 /// Sends one unique value to `partition`; returns the offset if acknowledged.
 async fn send(workload: &Workload, client: &mut Client, process: u64, partition: i32, value: String) -> Option<i64> {
-    let recorder = &workload.recorder;
     let tp = TopicPartition::new(TOPIC, partition);
-    let op = recorder.invoke(process, Op::Send(Send { tp, key: None, value: value.clone(), offset: None }));
-    let timestamp = 1_700_000_000_000 + (now_ns() / 1_000_000) as i64;
-    let record = ProducerRecord { key: None, value: Some(Bytes::from(value.clone())), timestamp };
-    let produced = tokio::time::timeout(OP_TIMEOUT, client.produce(TOPIC, partition, &[record], Acks::All)).await;
-    let (result, offset) = match produced {
-        Ok(Ok(Some(offset))) => {
-            recorder.ok_send(op, partition, offset);
-            (format!("ok {offset}"), Some(offset))
-        }
-        Ok(Ok(None)) => {
-            recorder.info(op);
-            ("info: no offset".to_string(), None)
-        }
-        Ok(Err(e)) if surely_not_written(&e) => {
-            recorder.fail(op);
-            (format!("fail: {e}"), None)
-        }
-        Ok(Err(e)) => {
-            recorder.info(op);
-            (format!("info: {e}"), None)
-        }
-        Err(_) => {
-            recorder.info(op);
-            // A request cut short may leave a connection mid-exchange: start afresh.
-            *client = workload.client(process);
-            ("info: timed out".to_string(), None)
-        }
+    let fresh = || workload.client(process);
+    let outcome =
+        kafka::send(&workload.recorder, client, fresh, Process(process), &tp, value.clone(), OP_TIMEOUT).await;
+    let (result, offset) = match outcome {
+        SendOutcome::Acked(offset) => (format!("ok {offset}"), Some(offset)),
+        SendOutcome::Failed(e) => (format!("fail: {e}"), None),
+        SendOutcome::Indeterminate(why) => (format!("info: {why}"), None),
     };
     info!(workload.log(), "send"; "p" => process, "partition" => partition, "value" => &value, "result" => result);
     offset
@@ -212,63 +110,25 @@ async fn poll(
     partition: i32,
     position: &mut i64,
 ) -> Option<i64> {
-    let recorder = &workload.recorder;
-    let op = recorder.invoke(process, Op::Poll(Vec::new()));
+    let tp = TopicPartition::new(TOPIC, partition);
     let from = *position;
-    let fetched = tokio::time::timeout(OP_TIMEOUT, client.fetch(TOPIC, partition, from, FETCH_WAIT, FETCH_BYTES)).await;
-    match fetched {
-        Ok(Ok(fetched)) => {
-            let mut records = Vec::new();
-            let mut next = from;
-            'batches: for batch in &fetched.batches {
-                match &batch.records {
-                    Ok(batch_records) => {
-                        for r in batch_records {
-                            if r.offset < next {
-                                continue;
-                            }
-                            records.push(Record {
-                                tp: TopicPartition::new(TOPIC, partition),
-                                offset: r.offset,
-                                key: r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                                value: r
-                                    .value
-                                    .as_ref()
-                                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                                    .unwrap_or_default(),
-                            });
-                            next = r.offset + 1;
-                        }
-                    }
-                    Err(why) => {
-                        warn!(workload.log(), "undecodable batch"; "p" => process, "partition" => partition,
-                            "base_offset" => batch.base_offset, "why" => why);
-                        break 'batches;
-                    }
-                }
-            }
-            if let Some(why) = &fetched.broken {
+    let fresh = || workload.client(process);
+    let polled =
+        kafka::poll(&workload.recorder, client, fresh, Process(process), &tp, position, FETCH_WAIT, OP_TIMEOUT).await;
+    match polled {
+        Ok(polled) => {
+            if let Some(why) = &polled.broken {
                 warn!(workload.log(), "fetch answer broken"; "p" => process, "partition" => partition, "why" => why);
             }
-            let count = records.len();
-            recorder.ok_poll(op, records);
-            *position = next;
-            if count > 0 {
+            if polled.records > 0 {
                 info!(workload.log(), "poll"; "p" => process, "partition" => partition, "from" => from,
-                    "records" => count, "hw" => fetched.high_watermark);
+                    "records" => polled.records, "hw" => polled.high_watermark);
             }
-            Some(fetched.high_watermark)
+            Some(polled.high_watermark)
         }
-        Ok(Err(e)) => {
+        Err(why) => {
             // A fetch changes nothing on the broker, and the position only moves on success.
-            recorder.fail(op);
-            info!(workload.log(), "poll"; "p" => process, "partition" => partition, "from" => from, "result" => %e);
-            None
-        }
-        Err(_) => {
-            recorder.fail(op);
-            *client = workload.client(process);
-            info!(workload.log(), "poll"; "p" => process, "partition" => partition, "from" => from, "result" => "timed out");
+            info!(workload.log(), "poll"; "p" => process, "partition" => partition, "from" => from, "result" => why);
             None
         }
     }
@@ -276,15 +136,11 @@ async fn poll(
 
 /// Assigns `partitions` to a consumer and seeks each to 0.
 fn assign(workload: &Workload, process: u64, partitions: &[i32]) -> BTreeMap<i32, i64> {
-    let recorder = &workload.recorder;
     let tps: Vec<_> = partitions.iter().map(|&p| TopicPartition::new(TOPIC, p)).collect();
-    let op = recorder.invoke(process, Op::Assign(tps));
-    recorder.ok(op);
-    for &partition in partitions {
-        let op = recorder.invoke(process, Op::Seek(Seek { tp: TopicPartition::new(TOPIC, partition), offset: 0 }));
-        recorder.ok(op);
-    }
-    partitions.iter().map(|&p| (p, 0)).collect()
+    kafka::assign_from_start(&workload.recorder, Process(process), &tps)
+        .into_iter()
+        .map(|(tp, offset)| (tp.partition, offset))
+        .collect()
 }
 
 /// Sends unique values to random partitions until stopped.
@@ -354,7 +210,7 @@ pub async fn final_read(workload: Arc<Workload>, deadline: Duration) -> Vec<Stri
             let process = 2000 + partition as u64;
             let mut client = workload.client(process);
             let mut position = assign(&workload, process, &[partition])[&partition];
-            let target = workload.recorder.max_acked(partition).map_or(0, |o| o + 1);
+            let target = workload.recorder.max_acked(&TopicPartition::new(TOPIC, partition)).map_or(0, |o| o + 1);
             let mut hw = None;
             while start.elapsed() < deadline {
                 let before = position;
