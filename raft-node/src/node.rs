@@ -140,6 +140,8 @@ pub enum Request {
 #[derive(Clone)]
 pub struct NodeHandle {
     pub node_id: u64,
+    /// How many brokers formed the cluster (the metadata group's first voters).
+    pub founders: usize,
     requests: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<ClusterView>>,
 }
@@ -225,7 +227,12 @@ impl Node {
         metadata.set_on_applied(config.on_applied.clone());
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
-        let handle = NodeHandle { node_id: config.node_id, requests: requests_tx, view: view.subscribe() };
+        let handle = NodeHandle {
+            node_id: config.node_id,
+            founders: config.voters.len(),
+            requests: requests_tx,
+            view: view.subscribe(),
+        };
         let mut node = Node {
             config,
             env,

@@ -134,14 +134,21 @@ impl KafkaApi {
         if view.metadata.topic(OFFSETS_TOPIC).is_some() {
             return;
         }
-        let brokers = view.metadata.brokers().count().max(1);
+        // Three replicas, or as many as the cluster has; and not before they
+        // have registered: created early on a forming cluster, it would keep
+        // fewer replicas than the cluster will have.
+        let brokers = view.metadata.brokers().count();
+        let replication = OFFSETS_REPLICATION.min(self.node.founders.max(brokers).max(1));
+        if brokers < replication {
+            return;
+        }
         // The committed offsets are the log: retention must never delete them.
         let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")];
         let command = Command::CreateTopic {
             name: OFFSETS_TOPIC.to_string(),
             id: self.offsets_topic_id(),
             partitions: OFFSETS_PARTITIONS,
-            replication_factor: OFFSETS_REPLICATION.min(brokers) as i16,
+            replication_factor: replication as i16,
             configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         if super::topics::precheck(&view.metadata, &command).is_err() {
