@@ -4,7 +4,8 @@ that it can be killed (SIGKILL: gone without leaving the group) or stopped
 
 usage: group_worker.py confluent|kafka-python BOOTSTRAP GROUP TOPIC OUT
 
-confluent only: $ASSIGNOR picks the assignor (default cooperative-sticky), and
+$ASSIGNOR picks the assignor (confluent: default cooperative-sticky;
+kafka-python: range or roundrobin, default both). confluent only:
 $GROUP_INSTANCE_ID makes a static member.
 
 Writes JSON lines to OUT: {"assigned": [partitions]} whenever its assignment
@@ -81,6 +82,8 @@ def run_confluent():
 
 def run_kafka_python():
     from kafka import ConsumerRebalanceListener, KafkaConsumer
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
     from kafka.errors import CommitFailedError
 
     class Listener(ConsumerRebalanceListener):
@@ -90,7 +93,10 @@ def run_kafka_python():
         def on_partitions_assigned(self, assigned_partitions):
             assigned(tp.partition for tp in assigned_partitions)
 
+    assignors = {"range": [RangePartitionAssignor], "roundrobin": [RoundRobinPartitionAssignor]}
+    strategy = assignors.get(os.environ.get("ASSIGNOR"), [RangePartitionAssignor, RoundRobinPartitionAssignor])
     consumer = KafkaConsumer(
+        partition_assignment_strategy=strategy,
         bootstrap_servers=bootstrap.split(","),
         group_id=group,
         auto_offset_reset="earliest",
