@@ -5,6 +5,7 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use log_core::metadata::OFFSETS_TOPIC;
 use log_core::ErrorCode;
 
 use super::{str_bytes, topic_name, KafkaApi};
@@ -66,6 +67,7 @@ impl KafkaApi {
                 MetadataResponseTopic::default()
                     .with_name(Some(topic_name(&name)))
                     .with_topic_id(uuid::Uuid::from_bytes(topic.id()))
+                    .with_is_internal(name == OFFSETS_TOPIC)
                     .with_partitions(partitions)
             })
             .collect();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use log_core::batch::validate_record_set;
+use log_core::metadata::OFFSETS_TOPIC;
 use log_core::ErrorCode;
 use tokio::sync::oneshot;
 
@@ -84,6 +85,11 @@ impl KafkaApi {
         acks: Acks,
     ) -> Result<Vec<oneshot::Receiver<ProduceResult>>, ErrorCode> {
         let group = group_of(metadata, topic, partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        // Only the group coordinator writes the offsets log (not through here):
+        // a client's record there could stop its partition from loading.
+        if topic == OFFSETS_TOPIC {
+            return Err(ErrorCode::InvalidTopicException);
+        }
         let max_bytes = metadata.topic(topic).map_or(0, |t| t.config().max_message_bytes()).max(0) as usize;
         let batches = validate_record_set(records.unwrap_or_default(), max_bytes).map_err(|e| e.code())?;
         let mut receivers = Vec::with_capacity(batches.len());

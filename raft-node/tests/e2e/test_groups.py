@@ -310,3 +310,29 @@ def test_a_static_member_restarts_into_its_partitions_without_a_rebalance(cluste
     wait_until("the partitions back", lambda: workers.assignment("static-again") == held, 30, cluster)
     assert workers.events("leader")[leader_events:] == [], "the other member saw no rebalance"
     workers.stop_all()
+
+
+def test_the_offsets_topic_is_internal_and_refuses_client_writes(cluster):
+    from confluent_kafka import KafkaError
+    from kafka import KafkaAdminClient
+
+    topic = "internal-check"
+    create_topic(cluster, topic, partitions=1)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "message.timeout.ms": 20000})
+    producer.produce(topic, value=b"v")
+    assert producer.flush(30) == 0
+    consumer, _ = consume_all(cluster, "internal-group", topic, 1)  # creates __consumer_offsets
+    consumer.close()
+
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    [described] = admin.describe_topics(["__consumer_offsets"])
+    admin.close()
+    assert described["is_internal"], described
+
+    errors = []
+    producer.produce("__consumer_offsets", value=b"forged", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    assert len(errors) == 1 and errors[0] is not None, errors
+    assert errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors[0]
+    # The group's committed offsets are still readable.
+    assert committed(cluster, "internal-group", topic)[0] == 1
