@@ -42,6 +42,14 @@ for trace in traces/*.trace; do
     exit 1
   fi
 done
+# Every seed that ever found a bug, run again with its config (flags, then "  # what it found").
+while IFS= read -r line; do
+  case "$line" in '#'* | '') continue ;; esac
+  args=${line%%  #*}
+  # shellcheck disable=SC2086 # the flags split into words; a schedule holds no glob characters
+  "$keel_sim" run $args --trace "$sim_out/regression.trace" >"$sim_out/regression.out" \
+    || { cat "$sim_out/regression.out" >&2; echo "regression run failed: keel-sim run $args" >&2; exit 1; }
+done <traces/regressions.txt
 
 step "planted bugs: the simulator catches each one within seeds 1..40 (docs/VERIFICATION.md)"
 # Built with the planted-bugs feature (production builds never have it); KEEL_PLANTED_BUG picks one.
