@@ -68,7 +68,8 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(error: ErrorCode, member_id: &str) -> Self {
+    /// A join refused with `error`, naming the member it answers.
+    pub fn error(error: ErrorCode, member_id: &str) -> Self {
         JoinResponse {
             error,
             generation: -1,
@@ -103,7 +104,8 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    fn error(error: ErrorCode) -> Self {
+    /// A sync refused with `error`.
+    pub fn error(error: ErrorCode) -> Self {
         SyncResponse { error, protocol_type: None, protocol_name: None, assignment: Vec::new() }
     }
 }

@@ -67,7 +67,7 @@ impl KafkaApi {
         let member_id = request.member_id.to_string();
         let seat = match self.coordinator_seat(&request.group_id).await {
             Ok(seat) => seat,
-            Err(code) => return join_answer(join_error(code, &member_id), version),
+            Err(code) => return join_answer(JoinResponse::error(code, &member_id), version),
         };
         let join = group::JoinRequest {
             group_id: request.group_id.to_string(),
@@ -88,7 +88,7 @@ impl KafkaApi {
         };
         let answer = match self.wait_for_reply(seat, |groups, now, token| groups.join(now, token, join)).await {
             Some(Reply::Join(r)) => r,
-            _ => join_error(ErrorCode::NotCoordinator, &member_id),
+            _ => JoinResponse::error(ErrorCode::NotCoordinator, &member_id),
         };
         join_answer(answer, version)
     }
@@ -96,7 +96,7 @@ impl KafkaApi {
     pub async fn sync_group(&self, request: &SyncGroupRequest, version: i16) -> SyncGroupResponse {
         let seat = match self.coordinator_seat(&request.group_id).await {
             Ok(seat) => seat,
-            Err(code) => return sync_answer(sync_error(code), version),
+            Err(code) => return sync_answer(SyncResponse::error(code), version),
         };
         let sync = group::SyncRequest {
             group_id: request.group_id.to_string(),
@@ -109,7 +109,7 @@ impl KafkaApi {
         };
         let answer = match self.wait_for_reply(seat, |groups, now, token| groups.sync(now, token, sync)).await {
             Some(Reply::Sync(r)) => r,
-            _ => sync_error(ErrorCode::NotCoordinator),
+            _ => SyncResponse::error(ErrorCode::NotCoordinator),
         };
         sync_answer(answer, version)
     }
@@ -178,22 +178,6 @@ impl KafkaApi {
         }
         list_answer(listed, &request.states_filter, version)
     }
-}
-
-fn join_error(error: ErrorCode, member_id: &str) -> JoinResponse {
-    JoinResponse {
-        error,
-        generation: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-    }
-}
-
-fn sync_error(error: ErrorCode) -> SyncResponse {
-    SyncResponse { error, protocol_type: None, protocol_name: None, assignment: Vec::new() }
 }
 
 /// A coordinator's broker: id, host, port.
@@ -391,7 +375,9 @@ mod tests {
             find_coordinator_answer(found, v)
         });
         encodes_at_every_version(ApiKey::JoinGroup, |v| join_answer(full_join(), v));
-        encodes_at_every_version(ApiKey::JoinGroup, |v| join_answer(join_error(ErrorCode::MemberIdRequired, "m"), v));
+        encodes_at_every_version(ApiKey::JoinGroup, |v| {
+            join_answer(JoinResponse::error(ErrorCode::MemberIdRequired, "m"), v)
+        });
         encodes_at_every_version(ApiKey::SyncGroup, |v| {
             let r = SyncResponse {
                 error: ErrorCode::None,
