@@ -15,7 +15,14 @@
 //! - a follower's delayed commit sync stores only a commit its log holds,
 //!   whatever raft learned since its last Ready;
 //! - a replica whose log reads back corrupt fails alone, as an error (raft-rs
-//!   panics on such a read), and the other two go on.
+//!   panics on such a read), and the other two go on;
+//! - the idempotent producer: the leader answers a retried batch with its
+//!   original offset and writes it once, whether the original is committed or
+//!   still in flight; a gap in the sequence is OUT_OF_ORDER_SEQUENCE_NUMBER,
+//!   an older epoch INVALID_PRODUCER_EPOCH, and neither is written; the
+//!   producer state is rebuilt from the log on every replica, so a new leader
+//!   after failover, and every replica after a power loss of all three, still
+//!   recognise the retries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -119,7 +126,8 @@ impl Cluster {
             }
             for (_, message) in outbox.messages {
                 let (from, to) = (message.from, message.to);
-                if self.isolated.contains(&from) || self.isolated.contains(&to) || self.failed.contains_key(&to) {
+                // A failed or stopped replica gets nothing.
+                if self.isolated.contains(&from) || self.isolated.contains(&to) || !self.replicas.contains_key(&to) {
                     continue;
                 }
                 if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -167,7 +175,6 @@ impl Cluster {
 
     /// Hands the next batch to the leader; nothing moves until Readys are handled.
     fn start_produce(&mut self) -> (i64, oneshot::Receiver<ProduceResult>) {
-        let leader = self.leader();
         let offset = self.produced;
         let spec = BatchSpec {
             first_timestamp: offset * 1000,
@@ -175,10 +182,22 @@ impl Cluster {
             payload: payload(offset),
             ..BatchSpec::default()
         };
-        let batch = RecordBatch::read(encode(&spec)).expect("valid batch");
+        (offset, self.start_produce_batch(RecordBatch::read(encode(&spec)).expect("valid batch")))
+    }
+
+    /// Hands `batch` to the leader with acks=all; nothing moves until Readys are handled.
+    fn start_produce_batch(&mut self, batch: RecordBatch) -> oneshot::Receiver<ProduceResult> {
+        let leader = self.leader();
         let (tx, rx) = oneshot::channel();
         self.replicas.get_mut(&leader).expect("leader").produce(batch, Acks::All, tx);
-        (offset, rx)
+        rx
+    }
+
+    /// Produces `batch` with acks=all and returns the answer once settled.
+    fn produce_batch(&mut self, batch: RecordBatch) -> ProduceResult {
+        let mut rx = self.start_produce_batch(batch);
+        self.settle();
+        rx.try_recv().expect("answered once settled")
     }
 
     /// Handles replica `id`'s Ready and steps its messages into their
@@ -200,10 +219,33 @@ impl Cluster {
 
     /// A power loss and restart of replica `id`.
     fn restart(&mut self, id: u64) {
+        self.stop(id);
+        self.start(id);
+    }
+
+    /// A power loss: the replica stops, its unsynced writes are gone, and it
+    /// gets no messages until `start`.
+    fn stop(&mut self, id: u64) {
         self.replicas.remove(&id);
         self.disks[&id].crash();
+    }
+
+    fn start(&mut self, id: u64) {
         let replica = Self::open(id, &self.disks[&id]);
         self.replicas.insert(id, replica);
+    }
+
+    /// The next offset and high watermark of every running replica.
+    fn ends(&self) -> BTreeMap<u64, (i64, i64)> {
+        let ends = self
+            .replicas
+            .iter()
+            .map(|(&id, r)| (id, (r.machine.log().next_offset(), r.machine.log().high_watermark())));
+        ends.collect()
+    }
+
+    fn assert_ends(&self, offset: i64) {
+        assert!(self.ends().values().all(|&end| end == (offset, offset)), "{:?} != {offset}", self.ends());
     }
 }
 
@@ -451,4 +493,80 @@ fn a_replica_whose_log_reads_back_corrupt_fails_alone() {
     c.produce(3);
     assert_reads_back(c.replica(c.leader()), 0);
     assert_eq!(offsets(c.replica(c.leader())).1, 9);
+}
+
+/// The idempotent producer's id in the tests below.
+const PRODUCER: i64 = 4_000;
+
+/// A batch of `records` records from the producer at `epoch`, starting at `seq`.
+fn batch(epoch: i16, seq: i32, records: i32) -> RecordBatch {
+    let spec = BatchSpec {
+        record_count: records,
+        producer_id: PRODUCER,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        ..BatchSpec::default()
+    };
+    RecordBatch::read(encode(&spec)).expect("valid batch")
+}
+
+#[test]
+fn retries_get_their_offset_and_gaps_and_old_epochs_are_refused() {
+    let mut c = Cluster::new();
+    assert_eq!(c.produce_batch(batch(0, 0, 2)), Ok(0));
+    assert_eq!(c.produce_batch(batch(0, 2, 3)), Ok(2));
+    assert_eq!(c.produce_batch(batch(0, 0, 2)), Ok(0), "a committed retry");
+    assert_eq!(c.produce_batch(batch(0, 2, 3)), Ok(2));
+    c.assert_ends(5);
+
+    // A retry of a batch still in flight is not written again; the client
+    // hears nothing conclusive until the original commits, then its offset.
+    let mut original = c.start_produce_batch(batch(0, 5, 1));
+    let mut early_retry = c.start_produce_batch(batch(0, 5, 1));
+    c.settle();
+    assert_eq!(original.try_recv(), Ok(Ok(5)));
+    assert_eq!(early_retry.try_recv(), Ok(Err(ErrorCode::RequestTimedOut)));
+    assert_eq!(c.produce_batch(batch(0, 5, 1)), Ok(5));
+    c.assert_ends(6);
+
+    assert_eq!(c.produce_batch(batch(0, 7, 1)), Err(ErrorCode::OutOfOrderSequenceNumber), "a gap");
+    assert_eq!(c.produce_batch(batch(1, 3, 1)), Err(ErrorCode::OutOfOrderSequenceNumber), "a new epoch starts at 0");
+    assert_eq!(c.produce_batch(batch(1, 0, 1)), Ok(6));
+    assert_eq!(c.produce_batch(batch(0, 6, 1)), Err(ErrorCode::InvalidProducerEpoch), "the old epoch is fenced");
+    c.assert_ends(7);
+}
+
+#[test]
+fn deduplication_survives_failover_and_a_power_loss_of_every_replica() {
+    let mut c = Cluster::new();
+    for seq in 0..5 {
+        assert_eq!(c.produce_batch(batch(0, seq, 1)), Ok(i64::from(seq)));
+    }
+
+    let old_leader = c.leader();
+    c.stop(old_leader);
+    c.elect();
+    assert_ne!(c.leader(), old_leader);
+    for seq in 0..5 {
+        assert_eq!(c.produce_batch(batch(0, seq, 1)), Ok(i64::from(seq)), "retry of {seq} on the new leader");
+    }
+    assert_eq!(c.produce_batch(batch(0, 6, 1)), Err(ErrorCode::OutOfOrderSequenceNumber));
+    assert_eq!(c.produce_batch(batch(0, 5, 1)), Ok(5));
+    c.start(old_leader);
+    c.settle();
+
+    for id in IDS {
+        c.stop(id);
+    }
+    for id in IDS {
+        c.start(id);
+    }
+    c.elect();
+    // The window holds the last five batches: 1..=5.
+    assert_eq!(c.produce_batch(batch(0, 0, 1)), Err(ErrorCode::OutOfOrderSequenceNumber), "0 left the window");
+    for seq in 1..=5 {
+        assert_eq!(c.produce_batch(batch(0, seq, 1)), Ok(i64::from(seq)), "retry of {seq} after the restart");
+    }
+    assert_eq!(c.produce_batch(batch(0, 6, 1)), Ok(6));
+    c.assert_ends(7);
 }
