@@ -9,19 +9,12 @@
   cluster.py percentiles FILE              p50/p99/p999/max of a file of latencies in µs
 """
 
-import socket
 import sys
-import time
+from pathlib import Path
 
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+# The end-to-end tests' harness: one copy of the port picking and the polling wait.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "raft-node" / "tests" / "e2e"))
+from cluster import free_ports, wait_until  # noqa: E402
 
 
 def admin(bootstrap):
@@ -30,23 +23,9 @@ def admin(bootstrap):
     return AdminClient({"bootstrap.servers": bootstrap})
 
 
-def wait_until(what, predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # the cluster may still be forming
-            last = e
-        time.sleep(0.25)
-    sys.exit(f"{what} not reached in {timeout:.0f}s (last: {last!r})")
-
-
 def wait_brokers(bootstrap, n):
     a = admin(bootstrap)
-    wait_until(f"{n} brokers in metadata", lambda: len(a.list_topics(timeout=5).brokers) >= n)
+    wait_until(f"{n} brokers in metadata", lambda: len(a.list_topics(timeout=5).brokers) >= n, timeout=120)
 
 
 def topic_leaders(a, topic):
@@ -67,7 +46,7 @@ def create_topic(bootstrap, topic, partitions, rf):
         leaders = topic_leaders(a, topic)
         return leaders if leaders and len(leaders) == partitions and all(l >= 0 for l in leaders.values()) else None
 
-    leaders = wait_until(f"a leader for each partition of {topic}", ready)
+    leaders = wait_until(f"a leader for each partition of {topic}", ready, timeout=120)
     print(" ".join(f"p{p}->broker{l}" for p, l in leaders.items()))
 
 
