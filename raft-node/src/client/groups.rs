@@ -3,28 +3,30 @@
 //! group. Each group request goes to the group's coordinator, found with
 //! FindCoordinator and looked up again while it moves or loads.
 
-use bytes::Bytes;
+use std::time::Duration;
+
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
+use super::consumer_protocol::decode_assignment;
 use super::{topic_name, BrokerInfo, Client, Error};
 
 const FIND_COORDINATOR_VERSION: i16 = 3;
 const LIST_GROUPS_VERSION: i16 = 4;
 const DESCRIBE_GROUPS_VERSION: i16 = 5;
 const OFFSET_FETCH_VERSION: i16 = 7;
-const OFFSET_COMMIT_VERSION: i16 = 8;
+pub(super) const OFFSET_COMMIT_VERSION: i16 = 8;
 
 /// Errors after which the coordinator is looked up again.
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
+pub(super) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub(super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub(super) const NOT_COORDINATOR: i16 = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GroupListing {
@@ -59,27 +61,34 @@ pub struct CommittedOffset {
     pub offset: i64,
 }
 
-fn group_id(s: &str) -> GroupId {
+pub(super) fn group_id(s: &str) -> GroupId {
     GroupId(StrBytes::from_string(s.to_string()))
 }
 
-/// The partitions of a consumer protocol assignment (a version, then the body).
-fn consumer_assignment(bytes: &Bytes) -> Vec<(String, Vec<i32>)> {
-    let mut buf = bytes.clone();
-    if buf.len() < 2 {
-        return Vec::new();
+/// An OffsetCommit request's topics: `offsets` grouped by topic.
+pub(super) fn commit_topics(offsets: &[CommittedOffset]) -> Vec<OffsetCommitRequestTopic> {
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for o in offsets {
+        let partition =
+            OffsetCommitRequestPartition::default().with_partition_index(o.partition).with_committed_offset(o.offset);
+        match topics.iter_mut().find(|t| t.name.as_str() == o.topic) {
+            Some(t) => t.partitions.push(partition),
+            None => topics.push(
+                OffsetCommitRequestTopic::default().with_name(topic_name(&o.topic)).with_partitions(vec![partition]),
+            ),
+        }
     }
-    let version = i16::from_be_bytes([buf[0], buf[1]]);
-    let _ = bytes::Buf::get_i16(&mut buf);
-    match ConsumerProtocolAssignment::decode(&mut buf, version.clamp(0, 3)) {
-        Ok(a) => a.assigned_partitions.into_iter().map(|tp| (tp.topic.to_string(), tp.partitions)).collect(),
-        Err(_) => Vec::new(),
-    }
+    topics
+}
+
+/// The first partition error of an OffsetCommit answer, 0 if none.
+pub(super) fn commit_error(r: &OffsetCommitResponse) -> i16 {
+    r.topics.iter().flat_map(|t| &t.partitions).map(|p| p.error_code).find(|&c| c != 0).unwrap_or(0)
 }
 
 impl Client {
     /// The address of `group`'s coordinator.
-    async fn coordinator(&mut self, group: &str) -> Result<String, Error> {
+    pub(super) async fn coordinator(&mut self, group: &str) -> Result<String, Error> {
         let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
         let mut attempt = 0;
         loop {
@@ -97,18 +106,20 @@ impl Client {
     }
 
     /// Sends a request to `group`'s coordinator, looking it up again (with
-    /// backoff) while `error_of` the answer says it moved or is loading.
-    async fn send_to_coordinator<R: kafka_protocol::protocol::Request>(
+    /// backoff) while `error_of` the answer says it moved or is loading. An
+    /// answer may take `timeout` (a JoinGroup waits for the rebalance).
+    pub(super) async fn send_to_coordinator<R: kafka_protocol::protocol::Request>(
         &mut self,
         group: &str,
         version: i16,
         request: &R,
+        timeout: Duration,
         error_of: impl Fn(&R::Response) -> i16,
     ) -> Result<R::Response, Error> {
         let mut attempt = 0;
         loop {
             let addr = self.coordinator(group).await?;
-            let response = self.request(&addr, version, request).await?;
+            let response = self.request_within(&addr, version, request, timeout).await?;
             let code = error_of(&response);
             let retriable = matches!(code, COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR);
             if !retriable || attempt >= self.config.retries {
@@ -149,9 +160,13 @@ impl Client {
     pub async fn describe_group(&mut self, group: &str) -> Result<GroupInfo, Error> {
         let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
         let response: DescribeGroupsResponse = self
-            .send_to_coordinator(group, DESCRIBE_GROUPS_VERSION, &request, |r: &DescribeGroupsResponse| {
-                r.groups.first().map_or(0, |g| g.error_code)
-            })
+            .send_to_coordinator(
+                group,
+                DESCRIBE_GROUPS_VERSION,
+                &request,
+                self.config.request_timeout,
+                |r: &DescribeGroupsResponse| r.groups.first().map_or(0, |g| g.error_code),
+            )
             .await?;
         let described =
             response.groups.into_iter().next().ok_or_else(|| Error::Protocol("no group described".into()))?;
@@ -172,7 +187,10 @@ impl Client {
                     instance_id: m.group_instance_id.map(|i| i.to_string()),
                     client_id: m.client_id.to_string(),
                     client_host: m.client_host.to_string(),
-                    assignment: if consumer { consumer_assignment(&m.member_assignment) } else { Vec::new() },
+                    assignment: match consumer.then(|| decode_assignment(&m.member_assignment)).flatten() {
+                        Some(assignment) => assignment.into_iter().collect(),
+                        None => Vec::new(),
+                    },
                 })
                 .collect(),
         })
@@ -181,8 +199,9 @@ impl Client {
     /// Every offset `group` has committed.
     pub async fn committed_offsets(&mut self, group: &str) -> Result<Vec<CommittedOffset>, Error> {
         let request = OffsetFetchRequest::default().with_group_id(group_id(group)).with_topics(None);
+        let timeout = self.config.request_timeout;
         let response: OffsetFetchResponse = self
-            .send_to_coordinator(group, OFFSET_FETCH_VERSION, &request, |r: &OffsetFetchResponse| r.error_code)
+            .send_to_coordinator(group, OFFSET_FETCH_VERSION, &request, timeout, |r: &OffsetFetchResponse| r.error_code)
             .await?;
         if response.error_code != 0 {
             return Err(Error::kafka(format!("fetch the offsets of {group}"), response.error_code, None));
@@ -203,29 +222,13 @@ impl Client {
     /// Commits `offsets` for `group` as an administrator (no member, no
     /// generation): the coordinator accepts that only while the group has no members.
     pub async fn commit_offsets(&mut self, group: &str, offsets: &[CommittedOffset]) -> Result<(), Error> {
-        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
-        for o in offsets {
-            let partition = OffsetCommitRequestPartition::default()
-                .with_partition_index(o.partition)
-                .with_committed_offset(o.offset);
-            match topics.iter_mut().find(|t| t.name.as_str() == o.topic) {
-                Some(t) => t.partitions.push(partition),
-                None => topics.push(
-                    OffsetCommitRequestTopic::default()
-                        .with_name(topic_name(&o.topic))
-                        .with_partitions(vec![partition]),
-                ),
-            }
-        }
         let request = OffsetCommitRequest::default()
             .with_group_id(group_id(group))
             .with_generation_id_or_member_epoch(-1)
-            .with_topics(topics);
-        let first_error = |r: &OffsetCommitResponse| {
-            r.topics.iter().flat_map(|t| &t.partitions).map(|p| p.error_code).find(|&c| c != 0).unwrap_or(0)
-        };
-        let response = self.send_to_coordinator(group, OFFSET_COMMIT_VERSION, &request, first_error).await?;
-        match first_error(&response) {
+            .with_topics(commit_topics(offsets));
+        let timeout = self.config.request_timeout;
+        let response = self.send_to_coordinator(group, OFFSET_COMMIT_VERSION, &request, timeout, commit_error).await?;
+        match commit_error(&response) {
             0 => Ok(()),
             code => Err(Error::kafka(format!("commit offsets of {group}"), code, None)),
         }

@@ -7,7 +7,9 @@
 //! Requests go one at a time; a client is `&mut`, cheap, and meant to be owned
 //! by one task.
 
+pub mod consumer_protocol;
 mod error;
+mod group_member;
 mod groups;
 mod partitioner;
 pub mod records;
@@ -37,6 +39,7 @@ use serde::Serialize;
 
 use crate::kafka::client::Connection;
 pub use error::{error_name, Error};
+pub use group_member::{GroupError, MemberConfig, Membership};
 pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
@@ -736,7 +739,18 @@ impl Client {
     /// One exchange with the broker at `addr`. A connection that failed or
     /// timed out is dropped: what it would read next is unknown.
     async fn request<R: Request>(&mut self, addr: &str, version: i16, request: &R) -> Result<R::Response, Error> {
-        let timeout = self.config.request_timeout + NETWORK_SLACK;
+        self.request_within(addr, version, request, self.config.request_timeout).await
+    }
+
+    /// `request`, for an answer the broker may hold back up to `timeout`.
+    async fn request_within<R: Request>(
+        &mut self,
+        addr: &str,
+        version: i16,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, Error> {
+        let timeout = timeout + NETWORK_SLACK;
         let connection = self.connection(addr).await?;
         let result = match tokio::time::timeout(timeout, connection.send(version, request)).await {
             Ok(Ok(response)) => return Ok(response),
