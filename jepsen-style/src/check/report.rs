@@ -109,6 +109,8 @@ pub struct PartitionSummary {
 pub struct Summary {
     pub sends: Outcomes,
     pub polls: Outcomes,
+    pub commits: Outcomes,
+    pub fetches_committed: Outcomes,
     /// Records returned by ok polls, counting rereads.
     pub records_read: usize,
     /// Distinct values read.
@@ -148,6 +150,9 @@ impl fmt::Display for Report {
         let s = &self.summary;
         writeln!(f, "\nsends: {} ok, {} fail, {} info", s.sends.ok, s.sends.fail, s.sends.info)?;
         writeln!(f, "polls: {} ok, {} fail, {} info", s.polls.ok, s.polls.fail, s.polls.info)?;
+        let (c, fc) = (&s.commits, &s.fetches_committed);
+        writeln!(f, "commits: {} ok, {} fail, {} info", c.ok, c.fail, c.info)?;
+        writeln!(f, "fetch-committed: {} ok, {} fail, {} info", fc.ok, fc.fail, fc.info)?;
         writeln!(f, "read: {} records, {} distinct values", s.records_read, s.values_read)?;
         for p in &s.partitions {
             let show = |offset: Option<i64>| offset.map_or_else(|| "-".to_owned(), |o| o.to_string());

@@ -29,6 +29,8 @@ pub(crate) fn summarize(operations: &[Operation]) -> Summary {
                     *read = (*read).max(Some(r.offset));
                 }
             }
+            Op::Commit(_) => count(&mut summary.commits, op.outcome),
+            Op::FetchCommitted(_) | Op::Committed(_) => count(&mut summary.fetches_committed, op.outcome),
             Op::Assign(_) | Op::Seek(_) | Op::Crash => {}
         }
     }
