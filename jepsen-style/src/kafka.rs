@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_node::client::records::{ConsumedBatch, ProducerRecord};
-use raft_node::client::{Acks, Client, Error};
+use raft_node::client::{Acks, Client, Error, GroupError, Membership};
 
-use crate::{History, HistoryBuilder, HistoryError, Op, OpIndex, Process, Record, Seek, TopicPartition};
+use crate::{
+    Commit, FetchCommitted, GroupOffset, History, HistoryBuilder, HistoryError, Op, OpIndex, Process, Record, Seek,
+    TopicPartition,
+};
 
 /// The history and the counts progress reports show, shared by every client.
 pub struct Recorder {
@@ -80,6 +83,15 @@ impl Recorder {
             s.counts.records_read += records.len();
             s.history.ok_poll(op, now, records)
         })
+    }
+
+    fn ok_fetch_committed(&self, op: OpIndex, offsets: Vec<GroupOffset>) {
+        self.record(|s, now| s.history.ok_fetch_committed(op, now, offsets))
+    }
+
+    /// The process's client is torn down: what it had in flight stays indeterminate.
+    pub fn crash(&self, process: Process) {
+        self.record(|s, now| s.history.crash(process, now))
     }
 
     fn fail(&self, op: OpIndex) {
@@ -259,11 +271,98 @@ pub fn assign_from_start(
     process: Process,
     partitions: &[TopicPartition],
 ) -> Vec<(TopicPartition, i64)> {
-    let op = recorder.invoke(process, Op::Assign(partitions.to_vec()));
-    recorder.ok(op);
+    assign(recorder, process, partitions);
     for tp in partitions {
-        let op = recorder.invoke(process, Op::Seek(Seek { tp: tp.clone(), offset: 0 }));
-        recorder.ok(op);
+        seek(recorder, process, tp, 0);
     }
     partitions.iter().map(|tp| (tp.clone(), 0)).collect()
+}
+
+/// A consumer's partitions are now `partitions`; it has no position in any until a seek.
+pub fn assign(recorder: &Recorder, process: Process, partitions: &[TopicPartition]) {
+    let op = recorder.invoke(process, Op::Assign(partitions.to_vec()));
+    recorder.ok(op);
+}
+
+/// A consumer's next read of `tp` starts at `offset`.
+pub fn seek(recorder: &Recorder, process: Process, tp: &TopicPartition, offset: i64) {
+    let op = recorder.invoke(process, Op::Seek(Seek { tp: tp.clone(), offset }));
+    recorder.ok(op);
+}
+
+/// Errors after which a commit surely was not written: the coordinator refuses a member, a generation
+/// or a coordinator that is not (yet) its own before it writes, and an error of the lookup means the
+/// commit was never sent. NOT_COORDINATOR may also come from a leader that stepped down after appending.
+fn commit_surely_not_written(error: &GroupError) -> bool {
+    const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    match error {
+        GroupError::Rejoin(_) => true,
+        GroupError::CoordinatorMoved(_) => {
+            matches!(error.code(), Some(COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE))
+        }
+        GroupError::Client(e) => surely_not_written(e),
+    }
+}
+
+/// Commits `offsets` (the next offset to read, by partition of the member's topic) as `member` of its
+/// group, recorded as `process`: ok when acknowledged, fail when surely not written, else info.
+pub async fn commit(
+    recorder: &Recorder,
+    client: &mut Client,
+    member: &mut Membership,
+    process: Process,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<(), GroupError> {
+    let topic = member.topic().to_string();
+    let offsets_of =
+        offsets.iter().map(|(&partition, &offset)| GroupOffset { tp: TopicPartition::new(&topic, partition), offset });
+    let op = recorder
+        .invoke(process, Op::Commit(Commit { group: member.group().to_string(), offsets: offsets_of.collect() }));
+    let committed = member.commit(client, offsets).await;
+    match &committed {
+        Ok(()) => recorder.ok(op),
+        Err(e) if commit_surely_not_written(e) => recorder.fail(op),
+        Err(_) => recorder.info(op),
+    }
+    committed
+}
+
+/// Reads `group`'s committed offsets of `partitions` (-1 where it committed none), recorded as
+/// `process`. A read changes nothing, so any error or timeout fails it (the client is replaced after a
+/// timeout).
+pub async fn fetch_committed(
+    recorder: &Recorder,
+    client: &mut Client,
+    fresh: impl FnOnce() -> Client,
+    process: Process,
+    group: &str,
+    partitions: &[TopicPartition],
+    timeout: Duration,
+) -> Result<Vec<GroupOffset>, String> {
+    let op = recorder.invoke(
+        process,
+        Op::FetchCommitted(FetchCommitted { group: group.to_string(), partitions: partitions.to_vec() }),
+    );
+    match tokio::time::timeout(timeout, client.committed_offsets(group)).await {
+        Ok(Ok(committed)) => {
+            let offset_of = |tp: &TopicPartition| {
+                let found = committed.iter().find(|c| c.topic == tp.topic && c.partition == tp.partition);
+                found.map_or(-1, |c| c.offset)
+            };
+            let offsets: Vec<GroupOffset> =
+                partitions.iter().map(|tp| GroupOffset { tp: tp.clone(), offset: offset_of(tp) }).collect();
+            recorder.ok_fetch_committed(op, offsets.clone());
+            Ok(offsets)
+        }
+        Ok(Err(e)) => {
+            recorder.fail(op);
+            Err(e.to_string())
+        }
+        Err(_) => {
+            recorder.fail(op);
+            *client = fresh();
+            Err(format!("no answer in {timeout:?}"))
+        }
+    }
 }

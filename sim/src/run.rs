@@ -14,6 +14,7 @@ use slog::{info, o};
 use crate::cluster::{address, Cluster, CLIENT_HOST};
 use crate::config::{header, FaultKind, SimConfig};
 use crate::faults::{NetCounts, Network, Plan};
+use crate::group_consumer::{self, Group};
 use crate::invariants::CommittedEntries;
 use crate::nemesis::{noise, Nemesis};
 use crate::trace::Trace;
@@ -21,11 +22,14 @@ use crate::workload::{self, Workload};
 
 /// After the heal, every partition must take a write within this (simulated) time.
 pub const LIVENESS_DEADLINE: Duration = Duration::from_secs(60);
-/// And the final read must get through every partition within this.
+/// And the final read must get through every partition within this, as must
+/// the group's committed offsets (the drain, alongside the final read).
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(60);
 /// Producers and consumers in the workload.
 const PRODUCERS: u64 = 4;
 const CONSUMERS: u64 = 2;
+/// Members of the consumer group.
+const GROUP_MEMBERS: u64 = 3;
 
 /// What a run found.
 pub struct Outcome {
@@ -196,6 +200,8 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
         let partitions: Vec<i32> = (0..i32::from(config.partitions)).filter(|p| *p as u64 % CONSUMERS == c).collect();
         clients.push(client.spawn(workload::consumer(workload.clone(), 100 + c, partitions)));
     }
+    let group = Arc::new(Group::new(workload.clone()));
+    let members: Vec<_> = (0..GROUP_MEMBERS).map(|m| client.spawn(group_consumer::member(group.clone(), m))).collect();
 
     let end = tokio::time::Instant::now() + config.duration;
     let injected = shared.injected;
@@ -221,10 +227,17 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
         handle.await.expect("a workload client");
     }
     info!(log, "workload stopped");
+    let drained = client.spawn(group_consumer::drain(group, FINAL_READ_DEADLINE));
     let unfinished =
         client.spawn(workload::final_read(workload.clone(), FINAL_READ_DEADLINE)).await.expect("final read");
     for what in unfinished {
         failures.push(format!("final read unfinished: {what}"));
+    }
+    if let Some(what) = drained.await.expect("group drain") {
+        failures.push(format!("group did not finish: {what}"));
+    }
+    for handle in members {
+        handle.await.expect("a group member");
     }
     for (b, how) in cluster.exited() {
         failures.push(format!("broker {b} exited after the heal: {how}"));

@@ -36,7 +36,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn client(&self, process: u64) -> Client {
+    pub(crate) fn client(&self, process: u64) -> Client {
         let mut config = ClientConfig::new(self.bootstrap.clone());
         config.client_id = format!("sim-{process}");
         config.request_timeout = Duration::from_secs(5);
@@ -103,7 +103,7 @@ async fn send(workload: &Workload, client: &mut Client, process: u64, partition:
 
 /// Reads `partition` from `*position` once; advances it past what was read.
 /// Returns the high watermark on success.
-async fn poll(
+pub(crate) async fn poll(
     workload: &Workload,
     client: &mut Client,
     process: u64,

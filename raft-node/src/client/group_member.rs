@@ -103,6 +103,14 @@ impl Membership {
         Membership { config, member_id: String::new(), generation: -1 }
     }
 
+    pub fn group(&self) -> &str {
+        &self.config.group
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.config.topic
+    }
+
     pub fn member_id(&self) -> &str {
         &self.member_id
     }
