@@ -15,3 +15,4 @@ pub mod planted;
 pub mod replica;
 pub mod storage;
 pub mod transport;
+pub mod watch;

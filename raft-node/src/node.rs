@@ -20,7 +20,7 @@ use log_core::ErrorCode;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
@@ -29,6 +29,7 @@ use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine,
 use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
+use crate::watch;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {

@@ -7,10 +7,11 @@ use futures::future::select_all;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use log_core::ErrorCode;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::{group_of, until, KafkaApi};
 use crate::node::{FetchReply, Request};
+use crate::watch;
 
 impl KafkaApi {
     pub async fn fetch(&self, request: &FetchRequest) -> FetchResponse {

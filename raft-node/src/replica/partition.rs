@@ -11,11 +11,12 @@ use log_core::partition::{DataEntry, EntryKind, PartitionLog, PartitionSnapshot,
 use log_core::producer::{ProducerBatch, SequenceCheck};
 use log_core::ErrorCode;
 use raft::eraftpb::{Entry, EntryType, Snapshot};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::{Machine, Replica, ReplicaError};
 use crate::planted::{planted, Bug};
 use crate::storage::RaftLog;
+use crate::watch;
 
 /// Kafka's `acks`: when a produce is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
