@@ -527,5 +527,5 @@ fn committing_past_what_the_group_read_is_unprocessed() {
     assert_eq!(finding.count, 1);
     let detail = &finding.examples[0].detail;
     assert!(detail.starts_with(&format!("group \"g\" committed t/0 offset 3 in {commit}")), "{detail}");
-    assert!(detail.contains("read offset 1,") && detail.contains("2 such offsets"), "{detail}");
+    assert!(detail.contains("read offset 1,") && detail.contains("(2 of the offsets below 3"), "{detail}");
 }

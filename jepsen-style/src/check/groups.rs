@@ -45,7 +45,7 @@ struct Read {
 
 #[derive(Default)]
 struct Register {
-    /// In completion order, so the `ok` ones are in the order they took effect by.
+    /// In completion order, those that never completed last.
     writes: Vec<Write>,
     reads: Vec<Read>,
 }
@@ -54,7 +54,7 @@ struct Register {
 #[derive(Default)]
 struct Gathered<'a> {
     registers: BTreeMap<Key<'a>, Register>,
-    /// The processes that invoked a commit or fetch-committed of each group.
+    /// Per process, the groups it is a member of: those it invoked a commit or fetch-committed for.
     members: HashMap<Process, BTreeSet<&'a str>>,
     /// Per partition, every offset an ok poll read, and the first poll that read it.
     read_anywhere: BTreeMap<&'a TopicPartition, BTreeMap<i64, OpIndex>>,
@@ -161,7 +161,9 @@ fn lost_commits(
 ) {
     // The ok writes in completion order, each with the latest-invoked ok write among it and those before it.
     let mut latest_invoked: Vec<(usize, &Write)> = Vec::new();
+    let mut by_offset: HashMap<i64, Vec<&Write>> = HashMap::new();
     for write in &register.writes {
+        by_offset.entry(write.offset).or_default().push(write);
         let When::At(done) = write.done else { continue };
         let latest = match latest_invoked.last() {
             Some(&(_, latest)) if latest.invoked > write.invoked => latest,
@@ -174,10 +176,12 @@ fn lost_commits(
         let superseder = acked_before.checked_sub(1).map(|last| latest_invoked[last].1);
         let overwritten_at = superseder.map_or(When::Start, |w| When::At(w.invoked));
         // A write invoked after the read completed cannot be what it read.
-        let candidates: Vec<&Write> = register
-            .writes
-            .iter()
-            .filter(|write| write.offset == read.offset && write.invoked < read.completed)
+        let candidates: Vec<&Write> = by_offset
+            .get(&read.offset)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|write| write.invoked < read.completed)
             .collect();
         let initial = (read.offset == NOTHING_COMMITTED).then_some(When::Start);
         let survives = |done: When| done >= overwritten_at;
@@ -245,7 +249,7 @@ impl<'a> Processed<'a> {
                 .count();
             let detail = format!(
                 "group {group:?} committed {tp} offset {} in {} before any of its members read offset {offset}, \
-                 which {poll} read ({unread} such offsets below {} in all)",
+                 which {poll} read ({unread} of the offsets below {} read elsewhere but not by the group then)",
                 write.offset, write.commit, write.offset
             );
             Example::new(detail, [write.commit, poll].iter().filter_map(|index| operations.get(index).copied()))
