@@ -1,6 +1,7 @@
 //! The checker: judges a history of Kafka client operations.
 
 mod consumers;
+mod groups;
 mod report;
 mod send_order;
 mod summary;
@@ -26,5 +27,6 @@ pub fn check(history: &History, options: &Options) -> Report {
     writes::check(&operations, &mut findings);
     send_order::check(history.events(), &by_index, &mut findings);
     consumers::check(history.events(), &by_index, &mut findings);
+    groups::check(history.events(), &by_index, &mut findings);
     findings.into_report(options.idempotent, summary::summarize(&operations))
 }

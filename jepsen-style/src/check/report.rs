@@ -33,6 +33,11 @@ pub enum Anomaly {
     PhantomWrite,
     /// A read of a value no send wrote.
     UnknownValue,
+    /// A fetch of a group's committed offset returned one that a commit acknowledged before the fetch
+    /// began had overwritten (or one no commit wrote).
+    LostCommit,
+    /// A group committed past an offset that some poll read but none of its members had read.
+    Unprocessed,
 }
 
 impl Anomaly {
@@ -47,6 +52,8 @@ impl Anomaly {
             Anomaly::PollSkip => "poll-skip",
             Anomaly::PhantomWrite => "phantom-write",
             Anomaly::UnknownValue => "unknown-value",
+            Anomaly::LostCommit => "lost-commit",
+            Anomaly::Unprocessed => "unprocessed",
         }
     }
 }
