@@ -103,6 +103,7 @@ pub async fn run_on_with(
         log: LogConfig { segment_bytes: config.storage.segment_bytes, ..LogConfig::default() },
         tick: Duration::from_millis(config.raft.tick_ms),
         retention_check_ticks: (config.storage.retention_check_ms / config.raft.tick_ms).max(1),
+        offsets_partitions: config.groups.offsets_partitions,
         seed: instruments.seed.unwrap_or(node_id),
         on_applied: instruments.on_applied,
         clock: instruments.clock,

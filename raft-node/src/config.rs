@@ -23,6 +23,9 @@
 //! segment_bytes = 67108864         # segment roll size; a topic's segment.bytes overrides it
 //! retention_check_ms = 10000       # how often topics' retention.ms/.bytes are applied
 //!
+//! [groups]
+//! offsets_partitions = 8           # partitions of __consumer_offsets (set when it is created)
+//!
 //! [logging]
 //! level = "info"                   # or the KEEL_LOG environment variable
 //! format = "text"                  # or "json"
@@ -44,6 +47,8 @@ pub struct BrokerConfig {
     pub cluster: Vec<ClusterMember>,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub groups: GroupsSection,
     #[serde(default)]
     pub logging: LoggingSection,
 }
@@ -86,6 +91,15 @@ pub struct StorageSection {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct GroupsSection {
+    /// Kafka's `offsets.topic.num.partitions`: each is a raft group, and
+    /// coordinates the consumer groups whose ids hash to it.
+    #[serde(default = "default_offsets_partitions")]
+    pub offsets_partitions: i32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoggingSection {
     #[serde(default = "default_level")]
     pub level: String,
@@ -104,6 +118,12 @@ pub enum LogFormat {
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection { segment_bytes: default_segment_bytes(), retention_check_ms: default_retention_check_ms() }
+    }
+}
+
+impl Default for GroupsSection {
+    fn default() -> Self {
+        GroupsSection { offsets_partitions: default_offsets_partitions() }
     }
 }
 
@@ -127,6 +147,10 @@ fn default_segment_bytes() -> u64 {
 }
 fn default_retention_check_ms() -> u64 {
     10_000
+}
+/// Kafka's default is 50; a handful spreads the coordinators over a small cluster.
+fn default_offsets_partitions() -> i32 {
+    8
 }
 fn default_level() -> String {
     "info".to_string()
@@ -166,6 +190,12 @@ impl BrokerConfig {
         }
         if self.raft.election_ticks <= self.raft.heartbeat_ticks || self.raft.tick_ms == 0 {
             return invalid("raft: election_ticks must exceed heartbeat_ticks, and tick_ms be positive".into());
+        }
+        if self.groups.offsets_partitions < 1 {
+            return invalid(format!(
+                "groups.offsets_partitions must be at least 1, got {}",
+                self.groups.offsets_partitions
+            ));
         }
         let (host, port) = self.advertised();
         if host.is_empty() || port == 0 {
@@ -212,6 +242,7 @@ mod tests {
         assert_eq!(config.advertised(), ("127.0.0.1".to_string(), 9093));
         assert_eq!((config.raft.tick_ms, config.raft.election_ticks), (100, 10));
         assert_eq!(config.logging.format, LogFormat::Text);
+        assert_eq!(config.groups.offsets_partitions, 8);
     }
 
     #[test]
@@ -219,6 +250,9 @@ mod tests {
         let not_member = EXAMPLE.replace("node_id = 2", "node_id = 3");
         let config: BrokerConfig = toml::from_str(&not_member).expect("parses");
         assert!(config.validate().unwrap_err().to_string().contains("not among"));
+        let no_offsets: BrokerConfig =
+            toml::from_str(&format!("{EXAMPLE}\n[groups]\noffsets_partitions = 0\n")).expect("parses");
+        assert!(no_offsets.validate().unwrap_err().to_string().contains("offsets_partitions"));
         let typo = EXAMPLE.replace("data_dir", "datadir");
         assert!(toml::from_str::<BrokerConfig>(&typo).unwrap_err().to_string().contains("datadir"));
     }

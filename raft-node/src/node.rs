@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Ticks between retention passes over every partition replica (>= 1).
     pub retention_check_ticks: u64,
+    /// Partitions of `__consumer_offsets` when this broker creates it.
+    pub offsets_partitions: i32,
     /// Seeds election jitter; fixed per node so a simulation replays.
     pub seed: u64,
     /// Given to every replica (see `AppliedHook`).
@@ -143,6 +145,8 @@ pub struct NodeHandle {
     pub node_id: u64,
     /// How many brokers formed the cluster (the metadata group's first voters).
     pub founders: usize,
+    /// Partitions of `__consumer_offsets` when this broker creates it.
+    pub offsets_partitions: i32,
     requests: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<ClusterView>>,
 }
@@ -231,6 +235,7 @@ impl Node {
         let handle = NodeHandle {
             node_id: config.node_id,
             founders: config.voters.len(),
+            offsets_partitions: config.offsets_partitions,
             requests: requests_tx,
             view: view.subscribe(),
         };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use madsim::runtime::{Handle, NodeHandle};
 use raft_node::broker::Instruments;
-use raft_node::config::{BrokerConfig, ClusterMember, KafkaSection, RaftSection};
+use raft_node::config::{BrokerConfig, ClusterMember, GroupsSection, KafkaSection, RaftSection};
 use raft_node::node::ClockRate;
 use raft_node::storage::FaultyDisk;
 use raft_node::transport::TransportConfig;
@@ -34,6 +34,9 @@ fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
         raft: RaftSection { listen: address(id, RAFT_PORT), tick_ms: 100, election_ticks: 10, heartbeat_ticks: 2 },
         cluster: (1..=brokers).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
         storage: Default::default(),
+        // The workload has one consumer group, so one coordinator partition: each is a raft
+        // group of three replicas ticking through every run (eight made the sweep a third slower).
+        groups: GroupsSection { offsets_partitions: 1 },
         logging: Default::default(),
     }
 }

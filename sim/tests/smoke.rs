@@ -40,6 +40,7 @@ fn broker_config(id: u8) -> BrokerConfig {
         raft: RaftSection { listen: address(id, 19092), tick_ms: 100, election_ticks: 10, heartbeat_ticks: 2 },
         cluster: (1..=BROKERS).map(|j| ClusterMember { id: u64::from(j), raft: address(j, 19092) }).collect(),
         storage: Default::default(),
+        groups: Default::default(),
         logging: Default::default(),
     }
 }

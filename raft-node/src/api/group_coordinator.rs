@@ -32,8 +32,6 @@ use crate::node::Request;
 use crate::replica::partition::Acks;
 
 pub use log_core::metadata::OFFSETS_TOPIC;
-/// Kafka's default is 50; a handful spreads the coordinators over a small cluster.
-const OFFSETS_PARTITIONS: i32 = 8;
 const OFFSETS_REPLICATION: usize = 3;
 /// How long a write to the offsets log (a commit, a load marker) may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,7 +145,7 @@ impl KafkaApi {
         let command = Command::CreateTopic {
             name: OFFSETS_TOPIC.to_string(),
             id: self.offsets_topic_id(),
-            partitions: OFFSETS_PARTITIONS,
+            partitions: self.node.offsets_partitions,
             replication_factor: replication as i16,
             configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use crate::client::{Acks, Client, ClientConfig, Error};
 use crate::config::{
-    BrokerConfig, ClusterMember, KafkaSection, LogFormat, LoggingSection, RaftSection, StorageSection,
+    BrokerConfig, ClusterMember, GroupsSection, KafkaSection, LogFormat, LoggingSection, RaftSection, StorageSection,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use stream::{ConsumeArgs, ProduceArgs, Start};
@@ -268,6 +268,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
             },
             cluster: cluster.clone(),
             storage: StorageSection::default(),
+            groups: GroupsSection::default(),
             logging: LoggingSection { level: "info".into(), format },
         })
         .collect()
