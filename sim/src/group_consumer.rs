@@ -220,7 +220,7 @@ async fn consume(
                 Err(e) => info!(group.log(), "group heartbeat"; "p" => process, "result" => %e),
             }
         }
-        tokio::time::sleep(rng.millis(10, 200)).await;
+        tokio::time::sleep(rng.millis(100, 600)).await;
     }
 }
 
