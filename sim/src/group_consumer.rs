@@ -264,12 +264,16 @@ pub async fn drain(group: Arc<Group>, deadline: Duration) -> Option<String> {
     let mut client = workload.client(DRAIN_PROCESS);
     let tps: Vec<TopicPartition> = (0..workload.partitions).map(|p| TopicPartition::new(TOPIC, p)).collect();
     let mut ends = BTreeMap::new();
-    let mut behind = String::from("the partitions' ends unknown");
+    // Why the drain is not over yet, for the failure.
+    let mut behind = String::new();
     while start.elapsed() < deadline {
         for tp in &tps {
             if let Entry::Vacant(unknown) = ends.entry(tp.partition) {
-                if let Ok(Some(end)) = client.list_offset(TOPIC, tp.partition, OffsetSpec::Latest).await {
-                    unknown.insert(end);
+                match client.list_offset(TOPIC, tp.partition, OffsetSpec::Latest).await {
+                    Ok(Some(end)) => {
+                        unknown.insert(end);
+                    }
+                    other => behind = format!("the end of partition {} unknown: {other:?}", tp.partition),
                 }
             }
         }
@@ -286,20 +290,24 @@ pub async fn drain(group: Arc<Group>, deadline: Duration) -> Option<String> {
                 FETCH_COMMITTED_TIMEOUT,
             )
             .await;
-            if let Ok(offsets) = fetched {
-                let short: Vec<String> = offsets
-                    .iter()
-                    .filter(|c| c.offset.max(0) < ends[&c.tp.partition])
-                    .map(|c| {
-                        format!("partition {} committed {} of {}", c.tp.partition, c.offset, ends[&c.tp.partition])
-                    })
-                    .collect();
-                if short.is_empty() {
-                    info!(group.log(), "group drained"; "after_ms" => start.elapsed().as_millis() as u64);
-                    group.finished.store(true, Ordering::Relaxed);
-                    return None;
+            match fetched {
+                Ok(offsets) => {
+                    let short: Vec<String> = offsets
+                        .iter()
+                        .filter(|c| c.offset.max(0) < ends[&c.tp.partition])
+                        .map(|c| {
+                            let end = ends[&c.tp.partition];
+                            format!("partition {} committed {} of {end}", c.tp.partition, c.offset)
+                        })
+                        .collect();
+                    if short.is_empty() {
+                        info!(group.log(), "group drained"; "after_ms" => start.elapsed().as_millis() as u64);
+                        group.finished.store(true, Ordering::Relaxed);
+                        return None;
+                    }
+                    behind = short.join(", ");
                 }
-                behind = short.join(", ");
+                Err(why) => behind = format!("the committed offsets unreadable: {why}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
