@@ -145,7 +145,7 @@ fn found(report: &Report) -> Vec<Anomaly> {
 }
 
 fn checked(script: Script, idempotent: bool) -> Report {
-    check(&script.history(), &Options { idempotent })
+    check(&script.history(), &Options { idempotent, ..Options::default() })
 }
 
 /// Writes v0..v(n-1) to partition 0 at offsets 0..n from process 1.
@@ -195,6 +195,19 @@ fn duplicate_invalidates_only_idempotent_producers() {
     assert_eq!(found(&lax), [Anomaly::Duplicate]);
     assert!(lax.valid, "{lax}");
     assert!(!lax.anomalies[0].invalidating);
+}
+
+#[test]
+fn a_duplicate_of_an_idempotent_process_invalidates_on_its_own() {
+    // Process 1 is idempotent, process 2 is not; each has one value written twice.
+    let mut s = written(1);
+    s.send_ok(2, 0, "plain", 1);
+    s.poll(10, &[(0, 0, "v0"), (0, 1, "plain"), (0, 2, "v0"), (0, 3, "plain")]);
+    let options = Options { idempotent_processes: [Process(1)].into(), ..Options::default() };
+    let report = check(&s.history(), &options);
+    assert_eq!(found(&report), [Anomaly::Duplicate, Anomaly::IdempotentDuplicate]);
+    assert_eq!(report.verdict, "invalid: idempotent-duplicate");
+    assert_eq!(report.finding(Anomaly::IdempotentDuplicate).map(|f| f.count), Some(1));
 }
 
 #[test]

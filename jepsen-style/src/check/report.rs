@@ -21,6 +21,8 @@ pub enum Anomaly {
     Unseen,
     /// One value at more than one offset.
     Duplicate,
+    /// One value of an idempotent producer at more than one offset.
+    IdempotentDuplicate,
     /// Two values at one offset, or a value read at another offset than its send was acknowledged at.
     InconsistentOffsets,
     /// A process's send landed at or below the offset of a send it had completed before.
@@ -46,6 +48,7 @@ impl Anomaly {
             Anomaly::LostWrite => "lost-write",
             Anomaly::Unseen => "unseen",
             Anomaly::Duplicate => "duplicate",
+            Anomaly::IdempotentDuplicate => "idempotent-duplicate",
             Anomaly::InconsistentOffsets => "inconsistent-offsets",
             Anomaly::NonmonotonicSend => "nonmonotonic-send",
             Anomaly::NonmonotonicPoll => "nonmonotonic-poll",
