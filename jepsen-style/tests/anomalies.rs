@@ -399,6 +399,19 @@ fn seeks_assigns_crashes_and_several_consumers_are_not_anomalies() {
 }
 
 #[test]
+fn the_summary_reports_the_longest_gap_between_acknowledged_writes() {
+    // The script's clock moves 10 ns per event: v0..v2 are acknowledged at 20, 40, 60, and v3 at 120.
+    let mut s = written(3);
+    s.send_info(1, 0, "slow");
+    s.send_fail(1, 0, "refused");
+    s.send_ok(1, 0, "v3", 3);
+    s.send_ok(1, 1, "only", 0);
+    let report = checked(s, true);
+    let gaps: Vec<Option<u64>> = report.summary.partitions.iter().map(|p| p.longest_write_gap_ns).collect();
+    assert_eq!(gaps, [Some(60), None], "the failed and indeterminate sends between do not count");
+}
+
+#[test]
 fn examples_are_capped_but_every_instance_counted() {
     let mut s = written(20);
     s.poll(10, &[(0, 19, "v19")]);
