@@ -53,7 +53,8 @@
 //!
 //! # Anomalies
 //!
-//! See [`Anomaly`]. `duplicate` invalidates a history only under [`Options::idempotent`]. Reads of
+//! See [`Anomaly`]. `duplicate` invalidates a history only under [`Options::idempotent`]; `idempotent-duplicate`
+//! (a duplicate of a process in [`Options::idempotent_processes`]) always does. Reads of
 //! aborted transactions (G1a) are not checked: Keel has no transactions yet.
 
 mod builder;

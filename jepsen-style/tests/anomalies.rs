@@ -145,7 +145,7 @@ fn found(report: &Report) -> Vec<Anomaly> {
 }
 
 fn checked(script: Script, idempotent: bool) -> Report {
-    check(&script.history(), &Options { idempotent })
+    check(&script.history(), &Options { idempotent, ..Options::default() })
 }
 
 /// Writes v0..v(n-1) to partition 0 at offsets 0..n from process 1.
@@ -195,6 +195,19 @@ fn duplicate_invalidates_only_idempotent_producers() {
     assert_eq!(found(&lax), [Anomaly::Duplicate]);
     assert!(lax.valid, "{lax}");
     assert!(!lax.anomalies[0].invalidating);
+}
+
+#[test]
+fn a_duplicate_of_an_idempotent_process_invalidates_on_its_own() {
+    // Process 1 is idempotent, process 2 is not; each has one value written twice.
+    let mut s = written(1);
+    s.send_ok(2, 0, "plain", 1);
+    s.poll(10, &[(0, 0, "v0"), (0, 1, "plain"), (0, 2, "v0"), (0, 3, "plain")]);
+    let options = Options { idempotent_processes: [Process(1)].into(), ..Options::default() };
+    let report = check(&s.history(), &options);
+    assert_eq!(found(&report), [Anomaly::Duplicate, Anomaly::IdempotentDuplicate]);
+    assert_eq!(report.verdict, "invalid: idempotent-duplicate");
+    assert_eq!(report.finding(Anomaly::IdempotentDuplicate).map(|f| f.count), Some(1));
 }
 
 #[test]
@@ -383,6 +396,19 @@ fn seeks_assigns_crashes_and_several_consumers_are_not_anomalies() {
     assert!(report.anomalies.is_empty(), "{report}");
     assert_eq!(report.summary.partitions.len(), 2);
     assert_eq!(report.summary.partitions[1].max_read_offset, Some(3));
+}
+
+#[test]
+fn the_summary_reports_the_longest_gap_between_acknowledged_writes() {
+    // The script's clock moves 10 ns per event: v0..v2 are acknowledged at 20, 40, 60, and v3 at 120.
+    let mut s = written(3);
+    s.send_info(1, 0, "slow");
+    s.send_fail(1, 0, "refused");
+    s.send_ok(1, 0, "v3", 3);
+    s.send_ok(1, 1, "only", 0);
+    let report = checked(s, true);
+    let gaps: Vec<Option<u64>> = report.summary.partitions.iter().map(|p| p.longest_write_gap_ns).collect();
+    assert_eq!(gaps, [Some(60), None], "the failed and indeterminate sends between do not count");
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn the_documented_example_parses_checks_and_round_trips() {
     assert_eq!(text.lines().count(), 12);
     let history = parse(&text).unwrap();
     assert_eq!(written(&history), text);
-    let report = check(&history, &Options { idempotent: true });
+    let report = check(&history, &Options { idempotent: true, ..Options::default() });
     assert!(report.valid, "{report}");
     assert_eq!((report.summary.sends.ok, report.summary.sends.info), (1, 1));
 }

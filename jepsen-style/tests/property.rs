@@ -490,7 +490,7 @@ fn generated_histories_are_valid_and_each_mutation_is_caught() {
         write(&history, &mut text).unwrap();
         assert_eq!(parse(std::str::from_utf8(&text).unwrap()).unwrap(), history);
 
-        let options = Options { idempotent: true };
+        let options = Options { idempotent: true, ..Options::default() };
         let report = check(&history, &options);
         assert!(report.valid && report.anomalies.is_empty(), "{report}\n{}", String::from_utf8_lossy(&text));
 
@@ -527,10 +527,10 @@ fn one_mutation_of_each_kind_on_a_fixed_history() {
         sim.fetch_committed(CONSUMERS[0], vec![0], 0);
     }
     let history = sim.drain();
-    assert!(check(&history, &Options { idempotent: true }).valid);
+    assert!(check(&history, &Options { idempotent: true, ..Options::default() }).valid);
     for mutation in Mutation::ALL {
         let mutant = History::from_events(mutate(&history, mutation, 0).unwrap()).unwrap();
-        let report = check(&mutant, &Options { idempotent: true });
+        let report = check(&mutant, &Options { idempotent: true, ..Options::default() });
         assert!(report.finding(mutation.expected()).is_some(), "{mutation:?} gave {report}");
     }
 }

@@ -21,6 +21,8 @@ pub enum Anomaly {
     Unseen,
     /// One value at more than one offset.
     Duplicate,
+    /// One value of an idempotent producer at more than one offset.
+    IdempotentDuplicate,
     /// Two values at one offset, or a value read at another offset than its send was acknowledged at.
     InconsistentOffsets,
     /// A process's send landed at or below the offset of a send it had completed before.
@@ -46,6 +48,7 @@ impl Anomaly {
             Anomaly::LostWrite => "lost-write",
             Anomaly::Unseen => "unseen",
             Anomaly::Duplicate => "duplicate",
+            Anomaly::IdempotentDuplicate => "idempotent-duplicate",
             Anomaly::InconsistentOffsets => "inconsistent-offsets",
             Anomaly::NonmonotonicSend => "nonmonotonic-send",
             Anomaly::NonmonotonicPoll => "nonmonotonic-poll",
@@ -110,6 +113,9 @@ pub struct PartitionSummary {
     pub partition: TopicPartition,
     pub max_acked_offset: Option<i64>,
     pub max_read_offset: Option<i64>,
+    /// The longest time between two consecutive acknowledgements of sends to
+    /// the partition, in nanoseconds: how long it took no write (availability).
+    pub longest_write_gap_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -163,9 +169,10 @@ impl fmt::Display for Report {
         writeln!(f, "read: {} records, {} distinct values", s.records_read, s.values_read)?;
         for p in &s.partitions {
             let show = |offset: Option<i64>| offset.map_or_else(|| "-".to_owned(), |o| o.to_string());
+            let gap = p.longest_write_gap_ns.map_or_else(|| "-".to_owned(), |ns| format!("{:.3}s", ns as f64 / 1e9));
             writeln!(
                 f,
-                "{}: max acked offset {}, max read offset {}",
+                "{}: max acked offset {}, max read offset {}, longest gap between acknowledged writes {gap}",
                 p.partition,
                 show(p.max_acked_offset),
                 show(p.max_read_offset)
