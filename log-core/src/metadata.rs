@@ -11,6 +11,7 @@ mod command;
 mod config;
 mod error;
 mod producer_ids;
+mod reassign;
 mod snapshot;
 mod topic;
 
@@ -23,6 +24,7 @@ pub use config::{
 };
 pub use error::MetadataError;
 pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+pub use reassign::Reassignment;
 pub use topic::{
     validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
     OFFSETS_TOPIC,
@@ -58,6 +60,16 @@ impl ClusterMetadata {
             }
             Command::DeleteTopic { name } => self.delete_topic(name)?,
             Command::AllocateProducerIds { broker, token } => self.allocate_producer_ids(broker, token)?,
+            Command::ReassignPartition { topic, partition, replicas } => {
+                self.reassign_partition(topic, partition, replicas)?
+            }
+            Command::CompleteReassignment { topic, partition, target } => {
+                let assignment = self.partition_mut(&topic, partition)?;
+                let before = assignment.replicas.clone();
+                assignment.complete_reassignment(&target)?;
+                let removed = before.into_iter().filter(|b| !target.contains(b)).collect();
+                Outcome::ReassignmentCompleted { topic, partition, removed }
+            }
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));
@@ -139,6 +151,49 @@ impl ClusterMetadata {
         self.next_producer_id = block.end();
         self.producer_id_blocks.insert(broker, block);
         Ok(Outcome::ProducerIdsAllocated { broker, block })
+    }
+
+    /// Starts (`Some`) or cancels (`None`) a move; the target must name
+    /// distinct registered brokers.
+    fn reassign_partition(
+        &mut self,
+        topic: String,
+        partition: i32,
+        replicas: Option<Vec<BrokerId>>,
+    ) -> Result<Outcome, MetadataError> {
+        if let Some(target) = &replicas {
+            if target.is_empty() {
+                return Err(MetadataError::InvalidReplicaAssignment("no replicas"));
+            }
+            if target.iter().enumerate().any(|(i, b)| target[..i].contains(b)) {
+                return Err(MetadataError::InvalidReplicaAssignment("a broker is named twice"));
+            }
+            if !target.iter().all(|b| self.brokers.contains_key(b)) {
+                return Err(MetadataError::InvalidReplicaAssignment("a broker is not registered"));
+            }
+        }
+        let assignment = self.partition_mut(&topic, partition)?;
+        match replicas {
+            Some(target) => assignment.start_reassignment(target)?,
+            None => assignment.cancel_reassignment()?,
+        }
+        Ok(Outcome::PartitionReassigned { topic, partition })
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionAssignment, MetadataError> {
+        let t = self.topics.get_mut(topic).ok_or_else(|| MetadataError::UnknownTopic(topic.to_owned()))?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+            .ok_or_else(|| MetadataError::UnknownPartition { topic: topic.to_owned(), partition })
+    }
+
+    /// Every partition with a move in progress: (topic, partition, assignment).
+    pub fn reassignments(&self) -> impl Iterator<Item = (&str, i32, &PartitionAssignment)> + '_ {
+        self.topics.iter().flat_map(|(name, t)| {
+            let moving = t.partitions.iter().enumerate().filter(|(_, p)| p.reassignment.is_some());
+            moving.map(move |(i, p)| (name.as_str(), i as i32, p))
+        })
     }
 
     /// The number of commands accepted so far.
@@ -293,6 +348,50 @@ mod tests {
         assert!(m.topic_by_id(&id).is_none());
         m.apply(create("t", 1, 1, 1)).unwrap();
         assert_eq!(m.topic_by_id(&id).map(|(name, _)| name), Some("t"));
+    }
+
+    fn reassign(topic: &str, partition: i32, replicas: Option<&[BrokerId]>) -> Command {
+        Command::ReassignPartition { topic: topic.into(), partition, replicas: replicas.map(<[_]>::to_vec) }
+    }
+
+    #[test]
+    fn reassignments_are_validated_and_survive_a_snapshot() {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2, 3, 4] {
+            m.apply(register(id)).unwrap();
+        }
+        m.apply(create("t", 1, 2, 3)).unwrap();
+        let before = m.clone();
+        let refused = [
+            (reassign("t", 0, Some(&[])), ErrorCode::InvalidReplicaAssignment),
+            (reassign("t", 0, Some(&[1, 1])), ErrorCode::InvalidReplicaAssignment),
+            (reassign("t", 0, Some(&[1, 9])), ErrorCode::InvalidReplicaAssignment),
+            (reassign("t", 2, Some(&[1])), ErrorCode::UnknownTopicOrPartition),
+            (reassign("u", 0, Some(&[1])), ErrorCode::UnknownTopicOrPartition),
+            (reassign("t", 0, None), ErrorCode::NoReassignmentInProgress),
+        ];
+        for (command, code) in refused {
+            assert_eq!(m.apply(command.clone()).map_err(|e| e.code()), Err(code), "{command:?}");
+            assert_eq!(m, before);
+        }
+        m.apply(reassign("t", 0, Some(&[1, 2, 4]))).unwrap();
+        let moving = m.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(moving.replicas(), [1, 2, 4, 3]);
+        let err = m.apply(reassign("t", 0, Some(&[1, 2, 3]))).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ReassignmentInProgress);
+        assert_eq!(m.reassignments().map(|(t, p, _)| (t, p)).collect::<Vec<_>>(), [("t", 0)]);
+
+        let restored = ClusterMetadata::decode(&m.encode()).unwrap();
+        assert_eq!(restored, m);
+        assert_eq!(restored.topic("t").unwrap().partition(0), Some(&moving));
+
+        let done = Command::CompleteReassignment { topic: "t".into(), partition: 0, target: vec![1, 2, 4] };
+        let outcome = m.apply(done.clone()).unwrap();
+        assert_eq!(outcome, Outcome::ReassignmentCompleted { topic: "t".into(), partition: 0, removed: vec![3] });
+        assert_eq!(m.replicas("t", 0), Some(&[1, 2, 4][..]));
+        assert_eq!(m.apply(done).unwrap_err().code(), ErrorCode::NoReassignmentInProgress);
+        assert_eq!(m.reassignments().count(), 0);
+        assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m);
     }
 
     #[test]

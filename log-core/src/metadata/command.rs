@@ -36,6 +36,21 @@ pub enum Command {
         broker: BrokerId,
         token: u64,
     },
+    /// Starts moving a partition's replicas to `replicas` (preferred leader
+    /// first), or with `None` cancels the move in progress: KIP-455's
+    /// AlterPartitionReassignments.
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        replicas: Option<Vec<BrokerId>>,
+    },
+    /// The partition's raft group has committed `target` as its voters
+    /// (proposed by the group's leader): the move to `target` is done.
+    CompleteReassignment {
+        topic: String,
+        partition: i32,
+        target: Vec<BrokerId>,
+    },
 }
 
 /// Bytes that are not an encoded command or state.
@@ -73,5 +88,17 @@ pub enum Outcome {
     ProducerIdsAllocated {
         broker: BrokerId,
         block: ProducerIdBlock,
+    },
+    /// A move started or was cancelled (or, for the same brokers in another
+    /// order, the preferred leader changed at once).
+    PartitionReassigned {
+        topic: String,
+        partition: i32,
+    },
+    /// The brokers that left the replica set may now delete their replica.
+    ReassignmentCompleted {
+        topic: String,
+        partition: i32,
+        removed: Vec<BrokerId>,
     },
 }

@@ -33,6 +33,14 @@ pub enum MetadataError {
     UnknownBroker(super::topic::BrokerId),
     #[error("producer ids are exhausted")]
     ProducerIdsExhausted,
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(&'static str),
+    #[error("a reassignment of the partition is in progress")]
+    ReassignmentInProgress,
+    #[error("no such reassignment of the partition is in progress")]
+    NoReassignmentInProgress,
 }
 
 impl MetadataError {
@@ -49,7 +57,12 @@ impl MetadataError {
             MetadataError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
-            MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+            MetadataError::UnknownTopic(_) | MetadataError::UnknownPartition { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            MetadataError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
+            MetadataError::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
+            MetadataError::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
             // Brokers ask for producer ids on their own behalf, not a client's.
             MetadataError::UnknownBroker(_) | MetadataError::ProducerIdsExhausted => ErrorCode::UnknownServerError,
         }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::command::DecodeError;
 use super::config::TopicConfig;
 use super::producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+use super::reassign::Reassignment;
 use super::topic::{self, Broker, BrokerId, PartitionAssignment, Topic, TopicId};
 use super::{ClusterMetadata, MAX_PARTITIONS};
 
@@ -46,11 +47,20 @@ struct TopicState {
 #[derive(Deserialize)]
 struct PartitionState {
     replicas: Vec<BrokerId>,
+    /// Absent from states written before moves existed, and when unset.
+    #[serde(default)]
+    reassignment: Option<Reassignment>,
+    #[serde(default)]
+    moved: bool,
 }
 
 impl From<TopicState> for Topic {
     fn from(t: TopicState) -> Topic {
-        let partitions = t.partitions.into_iter().map(|p| PartitionAssignment { replicas: p.replicas }).collect();
+        let partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionAssignment { replicas: p.replicas, reassignment: p.reassignment, moved: p.moved })
+            .collect();
         Topic { id: t.id, partitions, config: t.config }
     }
 }
@@ -113,14 +123,16 @@ impl ClusterMetadata {
             if t.partitions.is_empty() || t.partitions.len() > MAX_PARTITIONS as usize {
                 return fail("partition count out of range");
             }
-            let factor = t.partitions[0].replicas.len();
             for p in &t.partitions {
                 let distinct: BTreeSet<&BrokerId> = p.replicas.iter().collect();
-                if factor == 0 || p.replicas.len() != factor || distinct.len() != factor {
-                    return fail("replicas are empty, repeated or of unequal count");
+                if p.replicas.is_empty() || distinct.len() != p.replicas.len() {
+                    return fail("replicas are empty or repeated");
                 }
                 if !p.replicas.iter().all(|r| self.brokers.contains_key(r)) {
                     return fail("a replica is on an unregistered broker");
+                }
+                if let Err(e) = p.check_reassignment() {
+                    return fail(e);
                 }
             }
         }
@@ -179,6 +191,11 @@ mod tests {
             text.replace("\"port\":1", "\"port\":0"), // bad registration
             text.replace("\"t\":", "\"a b\":"),       // bad name
             text.replace("[7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7]", &format!("{:?}", [0u8; 16])), // reserved id
+            text.replacen(
+                "{\"replicas\":[1]}",
+                "{\"replicas\":[1],\"reassignment\":{\"target\":[1],\"adding\":[],\"removing\":[1]},\"moved\":true}",
+                1,
+            ), // a move that keeps what it removes
         ] {
             assert_ne!(broken, text);
             assert!(ClusterMetadata::decode(broken.as_bytes()).is_err(), "{broken}");

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::TopicConfig;
+use super::reassign::Reassignment;
 
 /// Kafka's `broker.id`.
 pub type BrokerId = i32;
@@ -23,17 +24,46 @@ pub struct Broker {
     pub rack: Option<String>,
 }
 
-/// The replicas of one partition, preferred leader first. (Not
-/// `Deserialize`: only a whole checked state is, see `snapshot`.)
+/// The replicas of one partition, preferred leader first, and the move in
+/// progress if any. (Not `Deserialize`: only a whole checked state is, see
+/// `snapshot`.) The optional fields are left out when unset, so a state
+/// without moves encodes as it did before moves existed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionAssignment {
     pub(super) replicas: Vec<BrokerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) reassignment: Option<Reassignment>,
+    /// A move has started at some point: the group's raft configuration may
+    /// differ from the replicas it was created with, so a fresh replica joins
+    /// as a learner instead of bootstrapping a configuration of its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(super) moved: bool,
 }
 
 impl PartitionAssignment {
-    /// Distinct registered brokers; never empty.
+    pub(super) fn new(replicas: Vec<BrokerId>) -> Self {
+        PartitionAssignment { replicas, reassignment: None, moved: false }
+    }
+
+    /// Distinct registered brokers; never empty. During a move, every broker
+    /// that may hold the partition's data: the target first, then those
+    /// being removed (Kafka's KIP-455 replica set). A broker deletes its
+    /// replica only once it has left this set.
     pub fn replicas(&self) -> &[BrokerId] {
         &self.replicas
+    }
+
+    /// The move in progress.
+    pub fn reassignment(&self) -> Option<&Reassignment> {
+        self.reassignment.as_ref()
+    }
+
+    /// The raft voters a replica opened on an empty log bootstraps with:
+    /// the replicas, while the group still has the configuration it was
+    /// created with. Once a move has started, none: the replica joins as an
+    /// empty learner and learns the configuration from the leader's snapshot.
+    pub fn bootstrap_voters(&self) -> Option<&[BrokerId]> {
+        (!self.moved).then_some(&self.replicas[..])
     }
 
     /// The first replica: where leadership goes when the cluster is balanced.
@@ -55,7 +85,7 @@ impl Topic {
         self.id
     }
 
-    /// Never empty; every partition has the same number of replicas.
+    /// Never empty; created with the same number of replicas each (a move may change one's).
     pub fn partitions(&self) -> &[PartitionAssignment] {
         &self.partitions
     }
@@ -65,8 +95,10 @@ impl Topic {
         usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
     }
 
+    /// Partition 0's replica count, the target's while it moves.
     pub fn replication_factor(&self) -> usize {
-        self.partitions[0].replicas.len()
+        let first = &self.partitions[0];
+        first.reassignment.as_ref().map_or(first.replicas.len(), |r| r.target.len())
     }
 
     pub fn config(&self) -> &TopicConfig {

@@ -98,7 +98,27 @@ pub enum Op {
         broker: BrokerId,
         token: u64,
     },
+    /// `replicas` of `None` cancels; brokers -1..8 (some unregistered, some repeated).
+    Reassign {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        replicas: Option<Vec<Broker8>>,
+    },
+    /// Completes the move in progress when `current` (the model supplies its
+    /// target), else reports `other`.
+    Complete {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        current: bool,
+        other: Vec<Broker8>,
+    },
 }
+
+/// A broker id in -1..8.
+#[derive(Clone, Copy, Debug, TypeGenerator)]
+pub struct Broker8(#[generator(-1..8)] pub BrokerId);
 
 #[derive(Clone, Copy, Debug, TypeGenerator)]
 pub struct ConfigPick {
@@ -117,8 +137,26 @@ fn name(n: &Name) -> String {
     }
 }
 
+/// The command `op` stands for; `target` gives the model's target of a
+/// partition's move in progress (for `Op::Complete`).
+pub fn command_with(op: &Op, target: impl Fn(&str, i32) -> Option<Vec<BrokerId>>) -> Command {
+    let ids = |brokers: &[Broker8]| brokers.iter().take(5).map(|b| b.0).collect::<Vec<_>>();
+    match op {
+        Op::Reassign { name: n, partition, replicas } => {
+            Command::ReassignPartition { topic: name(n), partition: *partition, replicas: replicas.as_deref().map(ids) }
+        }
+        Op::Complete { name: n, partition, current, other } => {
+            let topic = name(n);
+            let target = target(&topic, *partition).filter(|_| *current).unwrap_or_else(|| ids(other));
+            Command::CompleteReassignment { topic, partition: *partition, target }
+        }
+        other => command(other),
+    }
+}
+
 pub fn command(op: &Op) -> Command {
     match op {
+        Op::Reassign { .. } | Op::Complete { .. } => command_with(op, |_, _| None),
         Op::Register { id, host, port, rack } => Command::RegisterBroker {
             id: *id,
             host: if *host == 0 { String::new() } else { format!("host{host}") },
@@ -161,8 +199,31 @@ struct ModelTopic {
     partitions: usize,
     replication_factor: usize,
     configs: BTreeMap<String, String>,
-    /// The machine's assignment when the topic was created; it must never change.
+    /// The machine's assignment when the topic was created; only moves change it.
     assignment: Vec<Vec<BrokerId>>,
+    /// The move in progress of each partition: (target, adding, removing).
+    moves: Vec<Option<ModelMove>>,
+    /// Whether a move ever started on each partition.
+    moved: Vec<bool>,
+}
+
+type ModelMove = (Vec<BrokerId>, Vec<BrokerId>, Vec<BrokerId>);
+
+impl ModelTopic {
+    fn partition(&self, partition: i32) -> Option<usize> {
+        usize::try_from(partition).ok().filter(|&p| p < self.partitions)
+    }
+
+    /// The move from `current` to `target`: the replica set becomes the
+    /// target followed by the current replicas it drops.
+    fn begin(&mut self, p: usize, target: Vec<BrokerId>) {
+        let current = self.assignment[p].clone();
+        let adding: Vec<BrokerId> = target.iter().copied().filter(|b| !current.contains(b)).collect();
+        let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
+        self.assignment[p] = target.iter().chain(&removing).copied().collect();
+        self.moves[p] = Some((target, adding, removing));
+        self.moved[p] = true;
+    }
 }
 
 /// The reference: unsorted vectors, every rule spelled out directly.
@@ -242,6 +303,8 @@ impl Model {
                     replication_factor: *replication_factor as usize,
                     configs: configs.clone(),
                     assignment: Vec::new(),
+                    moves: vec![None; *partitions as usize],
+                    moved: vec![false; *partitions as usize],
                 });
             }
             Command::DeleteTopic { name } => {
@@ -257,6 +320,52 @@ impl Model {
                 }
                 let next = self.producer_id_blocks.len() as i64 * PRODUCER_ID_BLOCK_SIZE;
                 self.producer_id_blocks.push((*broker, next, *token));
+            }
+            Command::ReassignPartition { topic, partition, replicas } => {
+                if let Some(target) = replicas {
+                    let mut distinct = target.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    if target.is_empty()
+                        || distinct.len() != target.len()
+                        || !target.iter().all(|b| self.brokers.iter().any(|m| m.id == *b))
+                    {
+                        return Err(ErrorCode::InvalidReplicaAssignment);
+                    }
+                }
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                match (replicas, t.moves[p].clone()) {
+                    (Some(_), Some(_)) => return Err(ErrorCode::ReassignmentInProgress),
+                    (None, None) => return Err(ErrorCode::NoReassignmentInProgress),
+                    (Some(target), None) => {
+                        let mut same = target.clone();
+                        same.sort();
+                        let mut current = t.assignment[p].clone();
+                        current.sort();
+                        if same == current {
+                            t.assignment[p] = target.clone();
+                        } else {
+                            t.begin(p, target.clone());
+                        }
+                    }
+                    (None, Some((_, adding, _))) => {
+                        let old: Vec<BrokerId> =
+                            t.assignment[p].iter().copied().filter(|b| !adding.contains(b)).collect();
+                        t.begin(p, old);
+                    }
+                }
+            }
+            Command::CompleteReassignment { topic, partition, target } => {
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                match &t.moves[p] {
+                    Some((moving, ..)) if moving == target => {
+                        t.assignment[p] = target.clone();
+                        t.moves[p] = None;
+                    }
+                    _ => return Err(ErrorCode::NoReassignmentInProgress),
+                }
             }
         }
         self.epoch += 1;
@@ -317,8 +426,20 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
         let topic = machine.topic(&t.name).expect("listed topic");
         assert_eq!(topic.id(), t.id);
         assert_eq!(machine.topic_by_id(&t.id).map(|(name, _)| name), Some(t.name.as_str()));
-        assert_eq!(topic.replication_factor(), t.replication_factor);
+        let first_target = t.moves[0].as_ref().map_or(&t.assignment[0], |(target, ..)| target);
+        assert_eq!(topic.replication_factor(), first_target.len());
         assert_eq!(assignment(machine, &t.name), t.assignment);
+        for (p, partition) in topic.partitions().iter().enumerate() {
+            let moving = partition.reassignment().map(|r| (r.target.clone(), r.adding.clone(), r.removing.clone()));
+            assert_eq!(moving, t.moves[p], "partition {p} of {}", t.name);
+            let bootstrap = (!t.moved[p]).then_some(&t.assignment[p][..]);
+            assert_eq!(partition.bootstrap_voters(), bootstrap);
+        }
+        let listed: Vec<(String, i32)> =
+            machine.reassignments().filter(|(name, ..)| *name == t.name).map(|(n, p, _)| (n.to_owned(), p)).collect();
+        let expected: Vec<(String, i32)> =
+            (0..t.partitions).filter(|&p| t.moves[p].is_some()).map(|p| (t.name.clone(), p as i32)).collect();
+        assert_eq!(listed, expected);
         for p in [-1, 0, t.partitions as i32 - 1, t.partitions as i32] {
             let expected = usize::try_from(p).ok().and_then(|p| t.assignment.get(p)).map(Vec::as_slice);
             assert_eq!(machine.replicas(&t.name, p), expected);
@@ -358,7 +479,10 @@ pub fn run(ops: &[Op], restore_at: usize) {
     let mut model = Model::default();
     let mut replica = ClusterMetadata::default();
     for (step, op) in ops.iter().enumerate() {
-        let command = command(op);
+        let command = command_with(op, |topic, p| {
+            let t = model.topics.iter().find(|t| t.name == topic)?;
+            t.moves.get(usize::try_from(p).ok()?)?.as_ref().map(|(target, ..)| target.clone())
+        });
         let bytes = command.encode();
         let decoded = Command::decode(&bytes).expect("an encoded command decodes");
         assert_eq!(decoded, command);
@@ -401,6 +525,19 @@ pub fn run(ops: &[Op], restore_at: usize) {
             ) => {
                 assert_eq!((broker, block.token), (*asked, *token));
                 check_new_block(&model, block.first);
+            }
+            (
+                Ok(Outcome::PartitionReassigned { topic, partition }),
+                Command::ReassignPartition { topic: t, partition: p, .. },
+            ) => {
+                assert_eq!((&topic, partition), (t, *p));
+            }
+            (
+                Ok(Outcome::ReassignmentCompleted { topic, partition, removed }),
+                Command::CompleteReassignment { topic: t, partition: p, target },
+            ) => {
+                assert_eq!((&topic, partition), (t, *p));
+                assert!(removed.iter().all(|b| !target.contains(b)));
             }
             (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
         }
