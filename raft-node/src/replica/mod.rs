@@ -14,6 +14,7 @@
 //! blob, never the log) and continues from the log after it.
 
 pub mod jitter;
+pub mod membership;
 pub mod metadata;
 pub mod partition;
 
@@ -195,13 +196,20 @@ pub struct Replica<M: Machine> {
     failed: Option<String>,
     on_applied: Option<AppliedHook>,
     ticks_since_commit_sync: usize,
+    /// The index of the last configuration change applied, or a bound above
+    /// it: a snapshot records the configuration as applied now, so none may
+    /// be taken below this index (it would name the wrong members).
+    last_conf_change: u64,
     logger: Logger,
 }
 
 impl<M: Machine> Replica<M> {
     /// Opens the group's log (recovering it) and rebuilds its state machine.
     /// A fresh log is bootstrapped with `voters`; an existing one keeps its
-    /// own configuration. `seed` drives the group's election jitter.
+    /// own configuration. With no `voters`, a fresh replica is an empty
+    /// learner-to-be: it never campaigns, and learns its configuration from
+    /// the leader's snapshot once the leader adds it. `seed` drives the
+    /// group's election jitter.
     pub fn open(group: GroupId, voters: &[u64], seed: u64, env: &ReplicaEnv) -> Result<Self, ReplicaError> {
         let logger = env.logger.new(o!("group" => group.to_string()));
         let (mut log, report) = RaftLog::open(env.disk.clone(), &group.file_prefix(), env.log_config.clone())?;
@@ -213,6 +221,16 @@ impl<M: Machine> Replica<M> {
         }
         let machine = M::recover(&log)?;
         let applied = log.hard_state().commit;
+        // Every replica records a snapshot before it applies its first
+        // configuration change (`apply`), so without one there was none.
+        // With one whose configuration is the current, none since; else the
+        // last may be anywhere up to the commit.
+        let snapshot = log.snapshot().get_metadata();
+        let last_conf_change = match snapshot.index {
+            0 => 0,
+            index if snapshot.get_conf_state() == log.conf_state() => index,
+            _ => applied,
+        };
         let settings = &env.settings;
         let config = raft::Config {
             id: env.node_id,
@@ -240,6 +258,7 @@ impl<M: Machine> Replica<M> {
             failed: None,
             on_applied: None,
             ticks_since_commit_sync: 0,
+            last_conf_change,
             logger,
         };
         replica.observe();
@@ -283,6 +302,72 @@ impl<M: Machine> Replica<M> {
             voters,
             learners,
         })
+    }
+
+    /// The configuration raft has applied.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// One step of moving the group's voters to `target`, when this replica
+    /// leads (`None` otherwise); see `membership`. Returns the step taken:
+    /// `Done` once the target is the applied configuration.
+    pub fn drive_membership(&mut self, target: &[u64]) -> Result<Option<membership::Step>, ReplicaError> {
+        if !self.is_leader() {
+            return Ok(None);
+        }
+        if self.raw.raft.has_pending_conf() || self.raw.raft.lead_transferee.is_some() {
+            return Ok(Some(membership::Step::Wait));
+        }
+        let target: std::collections::BTreeSet<u64> = target.iter().copied().collect();
+        let prs = self.raw.raft.prs();
+        let matched = |id: u64| prs.get(id).map_or(0, |pr| pr.matched);
+        let committed = self.raw.raft.raft_log.committed;
+        let step = membership::next_step(&target, &self.conf_state(), self.raw.raft.id, matched, committed);
+        match &step {
+            membership::Step::AddLearner(_) if self.log().snapshot().get_metadata().index == 0 => {
+                // A learner must start from a snapshot that holds the group's
+                // configuration: take it before the first change.
+                if self.raw.raft.raft_log.applied < 1 {
+                    return Ok(Some(membership::Step::Wait));
+                }
+                self.guarded(|r| r.record_base_snapshot())?;
+            }
+            membership::Step::TransferLeader(to) => {
+                let to = *to;
+                self.guarded(|r| {
+                    r.raw.transfer_leader(to);
+                    Ok(())
+                })?;
+            }
+            _ => {}
+        }
+        if let Some(cc) = membership::conf_change(&step) {
+            let proposed = self.guarded(|r| Ok(r.raw.propose_conf_change(vec![], cc)))?;
+            if let Err(e) = proposed {
+                slog::debug!(self.logger, "configuration change not proposed"; "step" => ?step, "error" => %e);
+                return Ok(Some(membership::Step::Wait));
+            }
+        }
+        if step != membership::Step::Wait && step != membership::Step::Done {
+            slog::info!(self.logger, "membership change"; "step" => ?step, "target" => ?target);
+        }
+        Ok(Some(step))
+    }
+
+    /// Records a snapshot through entry 1 (the first leader's empty entry,
+    /// which holds no data) while the configuration is still the one the
+    /// group was bootstrapped with: the snapshot a learner is sent when it
+    /// joins must carry the configuration that the log after it changes.
+    fn record_base_snapshot(&mut self) -> Result<(), ReplicaError> {
+        if self.log().snapshot().get_metadata().index > 0 {
+            return Ok(());
+        }
+        debug_assert_eq!(self.last_conf_change, 0, "a configuration change applied before the base snapshot");
+        if self.log().entries(1, 2, None)?.iter().any(|e| !e.data.is_empty()) {
+            return Err(ReplicaError::Machine("entry 1 holds data: no snapshot can precede it".into()));
+        }
+        self.compact_through(1)
     }
 
     /// The group in Kafka offsets, when this replica leads.
@@ -470,6 +555,23 @@ impl<M: Machine> Replica<M> {
                 "compaction through {index} beyond the applied index {applied}"
             )));
         }
+        self.compact_through(index)
+    }
+
+    /// Whether a snapshot at `index` would record the configuration in force there.
+    pub fn can_compact_through(&self, index: u64) -> bool {
+        index >= self.last_conf_change
+    }
+
+    /// `compact` for an index the machine has committed (raft's applied
+    /// index moves only at the end of a Ready).
+    fn compact_through(&mut self, index: u64) -> Result<(), ReplicaError> {
+        if !self.can_compact_through(index) {
+            return Err(ReplicaError::Machine(format!(
+                "compaction through {index} below the configuration change at {}",
+                self.last_conf_change
+            )));
+        }
         if index < self.log().first_index() {
             return Ok(());
         }
@@ -491,9 +593,20 @@ impl<M: Machine> Replica<M> {
         if let Some(hook) = &self.on_applied {
             hook.call(&self.group, entries);
         }
-        for entry in entries {
+        // The machine sees the entries before each configuration change first:
+        // a base snapshot taken there must hold them.
+        let mut done = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.get_entry_type() == EntryType::EntryNormal {
+                continue;
+            }
+            if self.log().snapshot().get_metadata().index == 0 {
+                self.machine.on_committed(&entries[done..i], self.raw.store())?;
+                done = i;
+                self.record_base_snapshot()?;
+            }
             let conf_state = match entry.get_entry_type() {
-                EntryType::EntryNormal => continue,
+                EntryType::EntryNormal => unreachable!("skipped above"),
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| ReplicaError::Machine(format!("bad conf change: {e}")))?;
@@ -505,9 +618,10 @@ impl<M: Machine> Replica<M> {
                     self.raw.apply_conf_change(&cc)?
                 }
             };
-            self.raw.mut_store().set_conf_state(conf_state)?;
+            self.raw.mut_store().set_applied_conf_state(conf_state, entry.index)?;
+            self.last_conf_change = entry.index;
         }
-        self.machine.on_committed(entries, self.raw.store())
+        self.machine.on_committed(&entries[done..], self.raw.store())
     }
 }
 
