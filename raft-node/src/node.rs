@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
+use crate::replica::membership::Step;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
 use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
@@ -180,6 +181,9 @@ pub struct Node {
     failed: BTreeMap<GroupId, u64>,
     /// Leadership of groups hosted elsewhere, from peers' hints.
     hints: BTreeMap<GroupId, Leadership>,
+    /// Moves this broker's groups have finished, and the tick their
+    /// completion was last proposed to the metadata group.
+    completing: BTreeMap<GroupId, u64>,
     view: watch::Sender<Arc<ClusterView>>,
     requests: mpsc::Receiver<Request>,
     rng: ChaCha8Rng,
@@ -241,6 +245,7 @@ impl Node {
             partitions: BTreeMap::new(),
             failed: BTreeMap::new(),
             hints: BTreeMap::new(),
+            completing: BTreeMap::new(),
             view,
             requests,
             rng,
@@ -297,6 +302,7 @@ impl Node {
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
         }
+        self.drive_moves();
         if self.failed.values().any(|&due| due <= self.ticks) {
             let ticks = self.ticks;
             self.failed.retain(|_, due| *due > ticks);
@@ -332,6 +338,48 @@ impl Node {
                 Err(e) => {
                     slog::crit!(self.logger, "retention failed; the replica stops serving until reopened"; "group" => %group, "error" => %e);
                     failed.push(*group);
+                }
+            }
+        }
+        for group in failed {
+            self.fail(group);
+        }
+    }
+
+    /// Each group this broker leads that the metadata is moving takes its
+    /// next membership step (see `replica::membership`); once its voters are
+    /// the target, the move's completion is proposed to the metadata group,
+    /// again every `ANNOUNCE_TICKS` until the metadata shows it.
+    fn drive_moves(&mut self) {
+        let state = self.metadata.machine.state();
+        let moves: Vec<(GroupId, String, i32, Vec<i32>)> = state
+            .reassignments()
+            .filter_map(|(name, partition, assignment)| {
+                let topic = state.topic(name)?;
+                let target = assignment.reassignment()?.target.clone();
+                Some((GroupId::Partition { topic: topic.id(), partition }, name.to_owned(), partition, target))
+            })
+            .collect();
+        self.completing.retain(|group, _| moves.iter().any(|(g, ..)| g == group));
+        let mut failed = Vec::new();
+        for (group, topic, partition, target) in moves {
+            let Some(replica) = self.partitions.get_mut(&group) else { continue };
+            let voters: Vec<u64> = target.iter().map(|&b| b as u64).collect();
+            match replica.drive_membership(&voters) {
+                Ok(Some(Step::Done)) => {
+                    let due = self.completing.get(&group).is_none_or(|&at| at + ANNOUNCE_TICKS <= self.ticks);
+                    if due {
+                        self.completing.insert(group, self.ticks);
+                        let command = Command::CompleteReassignment { topic, partition, target };
+                        if let Err(e) = self.metadata.propose(command.encode()) {
+                            slog::debug!(self.logger, "move completion not proposed"; "group" => %group, "error" => %e);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    slog::crit!(self.logger, "membership change failed; the replica stops serving until reopened"; "group" => %group, "error" => %e);
+                    failed.push(group);
                 }
             }
         }
@@ -438,7 +486,9 @@ impl Node {
     }
 
     /// Opens the replicas the metadata assigns here; removes the data of
-    /// deleted topics.
+    /// deleted topics, and of replicas moved off this broker (the metadata
+    /// drops a broker from a partition's replicas only once the group has
+    /// committed a configuration without it).
     fn reconcile(&mut self) -> Result<(), NodeError> {
         for topic in self.metadata.machine.take_deleted() {
             let other_topic = |group: &GroupId| !matches!(group, GroupId::Partition { topic: t, .. } if *t == topic);
@@ -450,13 +500,39 @@ impl Node {
             }
         }
         let me = self.config.node_id;
+        let state = self.metadata.machine.state();
+        let moved_off: Vec<GroupId> = self
+            .partitions
+            .keys()
+            .chain(self.failed.keys())
+            .filter(|group| match group {
+                GroupId::Partition { topic, partition } => state
+                    .topic_by_id(topic)
+                    .and_then(|(_, t)| t.partition(*partition))
+                    .is_some_and(|a| !a.replicas().iter().any(|&b| b as u64 == me)),
+                GroupId::Metadata => false,
+            })
+            .copied()
+            .collect();
+        for group in moved_off {
+            slog::info!(self.logger, "replica moved off this broker; deleting its data"; "group" => %group);
+            self.partitions.remove(&group);
+            self.failed.remove(&group);
+            let prefix = group.file_prefix();
+            for name in self.env.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
+                self.env.disk.remove(&name)?;
+            }
+        }
         let mut wanted = Vec::new();
         for (_, topic) in self.metadata.machine.state().topics() {
             for (index, assignment) in topic.partitions().iter().enumerate() {
-                let voters: Vec<u64> = assignment.replicas().iter().map(|&b| b as u64).collect();
                 let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
                 let open = self.partitions.contains_key(&group) || self.failed.contains_key(&group);
-                if voters.contains(&me) && !open {
+                if assignment.replicas().iter().any(|&b| b as u64 == me) && !open {
+                    // Empty voters once the group may have moved: the replica
+                    // joins as a learner and learns its configuration.
+                    let voters: Vec<u64> =
+                        assignment.bootstrap_voters().unwrap_or_default().iter().map(|&b| b as u64).collect();
                     wanted.push((group, voters, self.segment_bytes(topic.config())));
                 }
             }
