@@ -14,6 +14,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod quorum;
+mod reassignments;
 mod topics;
 
 use std::sync::Arc;
