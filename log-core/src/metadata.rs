@@ -10,6 +10,7 @@ mod assign;
 mod command;
 mod config;
 mod error;
+pub mod plan;
 mod producer_ids;
 mod reassign;
 mod snapshot;
