@@ -3,6 +3,7 @@
 //! status) through [`crate::client`]. Real processes only: the simulator
 //! assembles brokers itself.
 
+mod cluster;
 mod group;
 mod output;
 mod stream;
@@ -196,6 +197,37 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Move a partition's replicas (a raft membership change, without downtime), or cancel its move.
+    #[command(group(ArgGroup::new("to").required(true).args(["replicas", "cancel"])))]
+    Reassign {
+        topic: String,
+        partition: i32,
+        /// The new replicas, preferred leader first.
+        #[arg(long, value_delimiter = ',', value_name = "ID,ID,...")]
+        replicas: Option<Vec<i32>>,
+        /// Cancel the move in progress: the partition moves back.
+        #[arg(long)]
+        cancel: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Spread replicas and preferred leaders evenly over every registered broker, moving as few as needed.
+    Rebalance {
+        /// Print the plan without submitting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move every replica off a broker (before it is taken away).
+    Decommission {
+        id: i32,
+        /// Print the plan without submitting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// What every client command takes.
@@ -337,7 +369,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 group::reset_offsets(&common, &group, &topic, partition, to).await
             }
         },
-        Commands::Cluster { command: ClusterCommand::Status { common } } => topic::cluster_status(&common).await,
+        Commands::Cluster { command } => match command {
+            ClusterCommand::Status { common } => topic::cluster_status(&common).await,
+            ClusterCommand::Reassign { topic, partition, replicas, cancel: _, common } => {
+                cluster::reassign(&common, &topic, partition, replicas).await
+            }
+            ClusterCommand::Rebalance { dry_run, common } => cluster::rebalance(&common, dry_run).await,
+            ClusterCommand::Decommission { id, dry_run, common } => cluster::decommission(&common, id, dry_run).await,
+        },
         Commands::Produce { topic, key, key_separator, partition, acks, common } => {
             let acks = match acks {
                 AcksArg::All => Acks::All,

@@ -10,6 +10,7 @@
 mod error;
 mod groups;
 mod partitioner;
+mod reassignments;
 pub mod records;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub use error::{error_name, Error};
 pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
+pub use reassignments::{Move, MoveInProgress};
 use records::{ConsumedBatch, ProducerRecord};
 
 // The newest version of each API the broker speaks (crate::kafka::versions).
