@@ -56,7 +56,7 @@ step "planted bugs: the simulator catches each one within seeds 1..40 (docs/VERI
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
   cargo build --locked --profile test -p sim --bin keel-sim --features raft-node/planted-bugs
 cp target/sim/debug/keel-sim target/sim/keel-sim-planted
-for bug in ack-before-commit skip-sync offset-after-restart fetch-above-hw; do
+for bug in ack-before-commit skip-sync offset-after-restart fetch-above-hw dedup-window-off-by-one; do
   out="$sim_out/planted-$bug"
   if KEEL_PLANTED_BUG="$bug" target/sim/keel-sim-planted sweep --seeds 1..40 --jobs 2 --duration 60s \
     --faults all --trace-dir "$out" >"$out.txt"; then

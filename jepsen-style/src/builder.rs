@@ -1,6 +1,6 @@
 //! The recorder a workload appends events to as its clients act.
 
-use crate::event::{Event, EventType, Function, Op, OpIndex, Process, Record};
+use crate::event::{Commit, Event, EventType, Function, GroupOffset, Op, OpIndex, Process, Record};
 use crate::history::{History, HistoryError, Validator};
 
 /// Appends events, refusing any that would make the history ill-formed, so a workload's bug shows up
@@ -25,11 +25,13 @@ impl HistoryBuilder {
         Ok(index)
     }
 
-    /// Completes an assign, seek or crash.
+    /// Completes an assign, seek, crash or commit.
     pub fn ok(&mut self, index: OpIndex, time: u64) -> Result<(), HistoryError> {
         self.complete(index, time, EventType::Ok, |op| match op {
-            Op::Send(_) | Op::Poll(_) => Err(HistoryError::ResultMissing { index, function: op.function() }),
-            Op::Assign(_) | Op::Seek(_) | Op::Crash => Ok(op),
+            Op::Send(_) | Op::Poll(_) | Op::FetchCommitted(_) | Op::Committed(_) => {
+                Err(HistoryError::ResultMissing { index, function: op.function() })
+            }
+            Op::Assign(_) | Op::Seek(_) | Op::Crash | Op::Commit(_) => Ok(op),
         })
     }
 
@@ -47,6 +49,19 @@ impl HistoryBuilder {
         self.complete(index, time, EventType::Ok, |op| match op {
             Op::Poll(_) => Ok(Op::Poll(records)),
             other => Err(wrong(index, &other, Function::Poll)),
+        })
+    }
+
+    /// `offsets` answers some of the partitions asked, -1 for those the group committed nothing for.
+    pub fn ok_fetch_committed(
+        &mut self,
+        index: OpIndex,
+        time: u64,
+        offsets: Vec<GroupOffset>,
+    ) -> Result<(), HistoryError> {
+        self.complete(index, time, EventType::Ok, |op| match op {
+            Op::FetchCommitted(fetch) => Ok(Op::Committed(Commit { group: fetch.group, offsets })),
+            other => Err(wrong(index, &other, Function::FetchCommitted)),
         })
     }
 

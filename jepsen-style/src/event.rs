@@ -74,6 +74,29 @@ pub struct Seek {
     pub offset: i64,
 }
 
+/// One partition's offset committed by a consumer group: the next offset its members are to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffset {
+    #[serde(flatten)]
+    pub tp: TopicPartition,
+    /// -1 in a fetch-committed result: the group committed nothing for the partition.
+    pub offset: i64,
+}
+
+/// The value of a commit event, and of an ok fetch-committed: a group's offsets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub group: String,
+    pub offsets: Vec<GroupOffset>,
+}
+
+/// The value of a fetch-committed invocation: which of a group's committed offsets to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchCommitted {
+    pub group: String,
+    pub partitions: Vec<TopicPartition>,
+}
+
 /// What an event is about: the `f` and `value` fields of a line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "f", content = "value", rename_all = "lowercase")]
@@ -85,6 +108,13 @@ pub enum Op {
     Seek(Seek),
     /// The client was torn down; its pending operations are indeterminate.
     Crash,
+    Commit(Commit),
+    /// A fetch-committed as invoked, and as completed `fail` or `info`.
+    #[serde(rename = "fetch-committed")]
+    FetchCommitted(FetchCommitted),
+    /// A fetch-committed completed `ok`: the offsets the group had committed.
+    #[serde(rename = "fetch-committed")]
+    Committed(Commit),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +125,9 @@ pub enum Function {
     Assign,
     Seek,
     Crash,
+    Commit,
+    #[serde(rename = "fetch-committed")]
+    FetchCommitted,
 }
 
 impl fmt::Display for Function {
@@ -105,6 +138,8 @@ impl fmt::Display for Function {
             Function::Assign => "assign",
             Function::Seek => "seek",
             Function::Crash => "crash",
+            Function::Commit => "commit",
+            Function::FetchCommitted => "fetch-committed",
         })
     }
 }
@@ -117,6 +152,8 @@ impl Op {
             Op::Assign(_) => Function::Assign,
             Op::Seek(_) => Function::Seek,
             Op::Crash => Function::Crash,
+            Op::Commit(_) => Function::Commit,
+            Op::FetchCommitted(_) | Op::Committed(_) => Function::FetchCommitted,
         }
     }
 }
@@ -167,16 +204,22 @@ pub enum ShapeError {
     UnexpectedOffset,
     #[error("only an ok poll carries records")]
     UnexpectedRecords,
+    #[error("an ok fetch-committed must carry the committed offsets")]
+    MissingCommitted,
+    #[error("only an ok fetch-committed carries committed offsets")]
+    UnexpectedCommitted,
 }
 
 impl Event {
-    /// Checks what the types cannot say: offsets and records belong to `ok` completions only.
+    /// Checks what the types cannot say: offsets, records and committed offsets belong to `ok` completions only.
     pub fn check_shape(&self) -> Result<(), ShapeError> {
         let ok = self.kind == EventType::Ok;
         match &self.op {
             Op::Send(send) if ok && send.offset.is_none() => Err(ShapeError::MissingOffset),
             Op::Send(send) if !ok && send.offset.is_some() => Err(ShapeError::UnexpectedOffset),
             Op::Poll(records) if !ok && !records.is_empty() => Err(ShapeError::UnexpectedRecords),
+            Op::FetchCommitted(_) if ok => Err(ShapeError::MissingCommitted),
+            Op::Committed(_) if !ok => Err(ShapeError::UnexpectedCommitted),
             _ => Ok(()),
         }
     }
@@ -214,6 +257,11 @@ impl TryFrom<RawEvent> for Event {
                 serde_json::from_value::<()>(value).map_err(bad)?;
                 Op::Crash
             }
+            Function::Commit => Op::Commit(serde_json::from_value(value).map_err(bad)?),
+            Function::FetchCommitted if raw.kind == EventType::Ok => {
+                Op::Committed(serde_json::from_value(value).map_err(bad)?)
+            }
+            Function::FetchCommitted => Op::FetchCommitted(serde_json::from_value(value).map_err(bad)?),
         };
         let event = Event { index: raw.index, kind: raw.kind, process: raw.process, time: raw.time, op };
         event.check_shape()?;
@@ -235,6 +283,8 @@ impl Serialize for Event {
             Op::Poll(_) | Op::Crash => line.serialize_field("value", &())?,
             Op::Assign(partitions) => line.serialize_field("value", partitions)?,
             Op::Seek(seek) => line.serialize_field("value", seek)?,
+            Op::Commit(offsets) | Op::Committed(offsets) => line.serialize_field("value", offsets)?,
+            Op::FetchCommitted(fetch) => line.serialize_field("value", fetch)?,
         }
         line.end()
     }

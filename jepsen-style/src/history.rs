@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::event::{Event, EventType, Function, Op, OpIndex, Process, Record, ShapeError};
+use crate::event::{
+    Commit, Event, EventType, FetchCommitted, Function, Op, OpIndex, Process, Record, ShapeError, TopicPartition,
+};
 
 /// Why an event cannot extend a history.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +26,14 @@ pub enum HistoryError {
     WrongFunction { index: OpIndex, invoked: Function, completed: Function },
     #[error("operation {index} is a {function}: its ok completion needs the result")]
     ResultMissing { index: OpIndex, function: Function },
-    #[error("send {0} completed with another write than it was invoked with")]
+    #[error("operation {0} completed with another write than it was invoked with")]
     WrongWrite(OpIndex),
+    #[error("fetch-committed {index} asked about group {asked:?} but was answered about {answered:?}")]
+    WrongGroup { index: OpIndex, asked: String, answered: String },
+    #[error(
+        "fetch-committed {index} was answered for {partition}, which it did not ask for or was answered for twice"
+    )]
+    UnaskedPartition { index: OpIndex, partition: TopicPartition },
     #[error("value {0:?} is sent twice; values must identify writes")]
     ValueReused(String),
 }
@@ -94,14 +102,33 @@ impl Validator {
         if invoked != completed {
             return Err(HistoryError::WrongFunction { index, invoked, completed });
         }
-        if let (Op::Send(asked), Op::Send(done)) = (&invocation.op, &event.op) {
-            if (&asked.tp, &asked.key, &asked.value) != (&done.tp, &done.key, &done.value) {
+        match (&invocation.op, &event.op) {
+            (Op::Send(asked), Op::Send(done))
+                if (&asked.tp, &asked.key, &asked.value) != (&done.tp, &done.key, &done.value) =>
+            {
                 return Err(HistoryError::WrongWrite(index));
             }
+            (Op::Commit(asked), Op::Commit(done)) if asked != done => return Err(HistoryError::WrongWrite(index)),
+            (Op::FetchCommitted(asked), Op::Committed(answer)) => answers(index, asked, answer)?,
+            _ => {}
         }
         self.pending.remove(&index);
         Ok(())
     }
+}
+
+/// A fetch-committed's answer is about the group it asked, and each partition asked at most once.
+fn answers(index: OpIndex, asked: &FetchCommitted, answer: &Commit) -> Result<(), HistoryError> {
+    if asked.group != answer.group {
+        return Err(HistoryError::WrongGroup { index, asked: asked.group.clone(), answered: answer.group.clone() });
+    }
+    let mut unanswered: HashSet<&TopicPartition> = asked.partitions.iter().collect();
+    for offset in &answer.offsets {
+        if !unanswered.remove(&offset.tp) {
+            return Err(HistoryError::UnaskedPartition { index, partition: offset.tp.clone() });
+        }
+    }
+    Ok(())
 }
 
 /// An event that cannot extend a history, and where it stands.
@@ -242,6 +269,18 @@ impl fmt::Display for Operation {
             }
             Op::Seek(seek) => write!(f, " {} to {} {outcome}", seek.tp, seek.offset),
             Op::Crash => Ok(()),
+            Op::Commit(commit) => write!(f, " {:?} {} {outcome}", commit.group, group_offsets(commit)),
+            Op::FetchCommitted(fetch) => {
+                let names: Vec<String> = fetch.partitions.iter().map(ToString::to_string).collect();
+                write!(f, " {:?} [{}] {outcome}", fetch.group, names.join(", "))
+            }
+            Op::Committed(committed) => write!(f, " {:?} {outcome}: {}", committed.group, group_offsets(committed)),
         }
     }
+}
+
+/// `t/0@5, t/1@-1`
+fn group_offsets(commit: &Commit) -> String {
+    let offsets: Vec<String> = commit.offsets.iter().map(|o| format!("{}@{}", o.tp, o.offset)).collect();
+    offsets.join(", ")
 }

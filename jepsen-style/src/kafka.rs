@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_node::client::records::{ConsumedBatch, ProducerRecord};
-use raft_node::client::{Acks, Client, Error};
+use raft_node::client::{needs_new_producer_id, Acks, Client, Error, IdempotentProducer};
 
 use crate::{History, HistoryBuilder, HistoryError, Op, OpIndex, Process, Record, Seek, TopicPartition};
 
@@ -119,7 +119,7 @@ impl Recorder {
 pub enum SendOutcome {
     Acked(i64),
     /// Surely not written.
-    Failed(Error),
+    Failed(String),
     /// May or may not have been written.
     Indeterminate(String),
 }
@@ -155,10 +155,7 @@ pub async fn send(
     value: String,
     timeout: Duration,
 ) -> SendOutcome {
-    let op = recorder
-        .invoke(process, Op::Send(crate::Send { tp: tp.clone(), key: None, value: value.clone(), offset: None }));
-    let timestamp = 1_700_000_000_000 + (recorder.now() / 1_000_000) as i64;
-    let record = ProducerRecord { key: None, value: Some(Bytes::from(value)), timestamp };
+    let (op, record) = invoke_send(recorder, process, tp, value);
     let produced = tokio::time::timeout(timeout, client.produce(&tp.topic, tp.partition, &[record], Acks::All)).await;
     match produced {
         Ok(Ok(Some(offset))) => {
@@ -171,7 +168,7 @@ pub async fn send(
         }
         Ok(Err(e)) if surely_not_written(&e) => {
             recorder.fail(op);
-            SendOutcome::Failed(e)
+            SendOutcome::Failed(e.to_string())
         }
         Ok(Err(e)) => {
             recorder.info(op);
@@ -183,6 +180,88 @@ pub async fn send(
             SendOutcome::Indeterminate(format!("no answer in {timeout:?}"))
         }
     }
+}
+
+/// Like [`send`], as `producer`'s next batch: an attempt whose fate is unknown is sent again with the same
+/// sequence until `timeout`, since the leader writes a batch once however often it arrives. A batch still
+/// unanswered then is indeterminate, and the producer starts over with a new producer id.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_idempotent(
+    recorder: &Recorder,
+    client: &mut Client,
+    fresh: impl Fn() -> Client,
+    producer: &mut IdempotentProducer,
+    process: Process,
+    tp: &TopicPartition,
+    value: String,
+    timeout: Duration,
+) -> SendOutcome {
+    const RETRY_PAUSE: Duration = Duration::from_millis(200);
+    let (op, record) = invoke_send(recorder, process, tp, value);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let sequence =
+        match tokio::time::timeout(left(deadline), producer.next_batch(client, &tp.topic, tp.partition)).await {
+            Ok(Ok(sequence)) => sequence,
+            // Nothing was sent yet.
+            Ok(Err(e)) => {
+                recorder.fail(op);
+                return SendOutcome::Failed(format!("no producer id: {e}"));
+            }
+            Err(_) => {
+                recorder.fail(op);
+                *client = fresh();
+                return SendOutcome::Failed(format!("no producer id in {timeout:?}"));
+            }
+        };
+    let mut delivered = false;
+    let why = loop {
+        let records = std::slice::from_ref(&record);
+        let attempt =
+            tokio::time::timeout(left(deadline), client.produce_idempotent(&tp.topic, tp.partition, records, sequence));
+        let error = match attempt.await {
+            Ok(Ok(offset)) => {
+                producer.acknowledged(&tp.topic, tp.partition, sequence, 1);
+                recorder.ok_send(op, tp, offset);
+                return SendOutcome::Acked(offset);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => {
+                *client = fresh();
+                delivered = true;
+                break format!("no answer in {timeout:?}");
+            }
+        };
+        delivered |= !surely_not_written(&error);
+        if needs_new_producer_id(&error) {
+            producer.reset();
+            break error.to_string();
+        }
+        if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+            break error.to_string();
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    };
+    if delivered {
+        producer.reset();
+        recorder.info(op);
+        SendOutcome::Indeterminate(why)
+    } else {
+        recorder.fail(op);
+        SendOutcome::Failed(why)
+    }
+}
+
+/// The time until `deadline` (madsim has no `timeout_at`).
+fn left(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
+}
+
+/// Records the invocation of a send of `value`, and the record that carries it.
+fn invoke_send(recorder: &Recorder, process: Process, tp: &TopicPartition, value: String) -> (OpIndex, ProducerRecord) {
+    let op = recorder
+        .invoke(process, Op::Send(crate::Send { tp: tp.clone(), key: None, value: value.clone(), offset: None }));
+    let timestamp = 1_700_000_000_000 + (recorder.now() / 1_000_000) as i64;
+    (op, ProducerRecord { key: None, value: Some(Bytes::from(value)), timestamp })
 }
 
 /// Reads `tp` once from `*position` and advances it past what was read. A fetch changes nothing on the

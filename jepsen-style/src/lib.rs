@@ -10,16 +10,21 @@
 //! certainly did not) or `info` (it may or may not have). An operation that never completes (its process
 //! crashed, or the history ended) is indeterminate, like `info`.
 //!
-//! | `f`      | invocation `value`                      | `ok` completion `value`                   |
-//! |----------|-----------------------------------------|-------------------------------------------|
-//! | `send`   | `{topic, partition, key, value}`        | the same with `offset`                    |
-//! | `poll`   | `null`                                  | `[{topic, partition, offset, key, value}]`|
-//! | `assign` | `[{topic, partition}]`                  | the same                                  |
-//! | `seek`   | `{topic, partition, offset}`            | the same                                  |
-//! | `crash`  | `null`                                  | `null`                                    |
+//! | `f`               | invocation `value`               | `ok` completion `value`                    |
+//! |-------------------|----------------------------------|--------------------------------------------|
+//! | `send`            | `{topic, partition, key, value}` | the same with `offset`                     |
+//! | `poll`            | `null`                           | `[{topic, partition, offset, key, value}]` |
+//! | `assign`          | `[{topic, partition}]`           | the same                                   |
+//! | `seek`            | `{topic, partition, offset}`     | the same                                   |
+//! | `crash`           | `null`                           | `null`                                     |
+//! | `commit`          | `{group, offsets}`               | the same                                   |
+//! | `fetch-committed` | `{group, partitions}`            | `{group, offsets}`                         |
 //!
 //! `fail` and `info` completions repeat the invocation's value. `key` may be `null`; each sent `value` is
-//! unique, since values identify writes. A consumer's poll covers the partitions it is assigned.
+//! unique, since values identify writes. A consumer's poll covers the partitions it is assigned. A commit
+//! stores a consumer group's `offsets` (`[{topic, partition, offset}]`) with its coordinator; a
+//! fetch-committed reads them back for `partitions` (`[{topic, partition}]`), answering some of them, each
+//! at most once, with offset -1 for a partition the group committed nothing for.
 //! A crash tears the process's client down: its pending operations stay indeterminate, and its consumer
 //! position is forgotten.
 //!
@@ -48,7 +53,8 @@
 //!
 //! # Anomalies
 //!
-//! See [`Anomaly`]. `duplicate` invalidates a history only under [`Options::idempotent`]. Reads of
+//! See [`Anomaly`]. `duplicate` invalidates a history only under [`Options::idempotent`]; `idempotent-duplicate`
+//! (a duplicate of a process in [`Options::idempotent_processes`]) always does. Reads of
 //! aborted transactions (G1a) are not checked: Keel has no transactions yet.
 
 mod builder;
@@ -62,6 +68,9 @@ pub mod run;
 
 pub use builder::HistoryBuilder;
 pub use check::{check, Anomaly, Example, Finding, Options, Outcomes, PartitionSummary, Report, Summary};
-pub use event::{Event, EventType, Function, Op, OpIndex, Process, Record, Seek, Send, ShapeError, TopicPartition};
+pub use event::{
+    Commit, Event, EventType, FetchCommitted, Function, GroupOffset, Op, OpIndex, Process, Record, Seek, Send,
+    ShapeError, TopicPartition,
+};
 pub use history::{History, HistoryError, InvalidEvent, Operation, Outcome};
 pub use jsonl::{parse, write, ParseError};

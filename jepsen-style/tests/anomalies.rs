@@ -3,7 +3,8 @@
 
 use jepsen_style::TopicPartition;
 use jepsen_style::{
-    check, Anomaly, History, HistoryBuilder, Op, OpIndex, Options, Process, Record, Report, Seek, Send,
+    check, Anomaly, Commit, FetchCommitted, GroupOffset, History, HistoryBuilder, Op, OpIndex, Options, Process,
+    Record, Report, Seek, Send,
 };
 
 /// A history written by hand: one topic `t`; every call advances the clock.
@@ -97,6 +98,38 @@ impl Script {
         self.builder.ok(seek, time).unwrap();
     }
 
+    fn invoke_commit(&mut self, process: u64, group: &str, partition: i32, offset: i64) -> OpIndex {
+        let commit = Commit { group: group.to_owned(), offsets: vec![GroupOffset { tp: tp(partition), offset }] };
+        let time = self.tick();
+        self.builder.invoke(Process(process), time, Op::Commit(commit)).unwrap()
+    }
+
+    /// Completes a commit: `ok` when `acked`, else `info`.
+    fn complete_commit(&mut self, commit: OpIndex, acked: bool) {
+        let time = self.tick();
+        if acked {
+            self.builder.ok(commit, time).unwrap();
+        } else {
+            self.builder.info(commit, time).unwrap();
+        }
+    }
+
+    fn commit(&mut self, process: u64, group: &str, partition: i32, offset: i64) -> OpIndex {
+        let commit = self.invoke_commit(process, group, partition, offset);
+        self.complete_commit(commit, true);
+        commit
+    }
+
+    /// An ok fetch-committed of one partition that returned `offset`.
+    fn fetch_committed(&mut self, process: u64, group: &str, partition: i32, offset: i64) -> OpIndex {
+        let fetch = FetchCommitted { group: group.to_owned(), partitions: vec![tp(partition)] };
+        let time = self.tick();
+        let fetch = self.builder.invoke(Process(process), time, Op::FetchCommitted(fetch)).unwrap();
+        let time = self.tick();
+        self.builder.ok_fetch_committed(fetch, time, vec![GroupOffset { tp: tp(partition), offset }]).unwrap();
+        fetch
+    }
+
     fn crash(&mut self, process: u64) {
         let time = self.tick();
         self.builder.crash(Process(process), time).unwrap();
@@ -112,7 +145,7 @@ fn found(report: &Report) -> Vec<Anomaly> {
 }
 
 fn checked(script: Script, idempotent: bool) -> Report {
-    check(&script.history(), &Options { idempotent })
+    check(&script.history(), &Options { idempotent, ..Options::default() })
 }
 
 /// Writes v0..v(n-1) to partition 0 at offsets 0..n from process 1.
@@ -162,6 +195,19 @@ fn duplicate_invalidates_only_idempotent_producers() {
     assert_eq!(found(&lax), [Anomaly::Duplicate]);
     assert!(lax.valid, "{lax}");
     assert!(!lax.anomalies[0].invalidating);
+}
+
+#[test]
+fn a_duplicate_of_an_idempotent_process_invalidates_on_its_own() {
+    // Process 1 is idempotent, process 2 is not; each has one value written twice.
+    let mut s = written(1);
+    s.send_ok(2, 0, "plain", 1);
+    s.poll(10, &[(0, 0, "v0"), (0, 1, "plain"), (0, 2, "v0"), (0, 3, "plain")]);
+    let options = Options { idempotent_processes: [Process(1)].into(), ..Options::default() };
+    let report = check(&s.history(), &options);
+    assert_eq!(found(&report), [Anomaly::Duplicate, Anomaly::IdempotentDuplicate]);
+    assert_eq!(report.verdict, "invalid: idempotent-duplicate");
+    assert_eq!(report.finding(Anomaly::IdempotentDuplicate).map(|f| f.count), Some(1));
 }
 
 #[test]
@@ -353,6 +399,19 @@ fn seeks_assigns_crashes_and_several_consumers_are_not_anomalies() {
 }
 
 #[test]
+fn the_summary_reports_the_longest_gap_between_acknowledged_writes() {
+    // The script's clock moves 10 ns per event: v0..v2 are acknowledged at 20, 40, 60, and v3 at 120.
+    let mut s = written(3);
+    s.send_info(1, 0, "slow");
+    s.send_fail(1, 0, "refused");
+    s.send_ok(1, 0, "v3", 3);
+    s.send_ok(1, 1, "only", 0);
+    let report = checked(s, true);
+    let gaps: Vec<Option<u64>> = report.summary.partitions.iter().map(|p| p.longest_write_gap_ns).collect();
+    assert_eq!(gaps, [Some(60), None], "the failed and indeterminate sends between do not count");
+}
+
+#[test]
 fn examples_are_capped_but_every_instance_counted() {
     let mut s = written(20);
     s.poll(10, &[(0, 19, "v19")]);
@@ -372,4 +431,127 @@ fn the_report_reads_as_json() {
     assert_eq!(json["anomalies"][0]["anomaly"], "lost-write");
     assert_eq!(json["anomalies"][0]["examples"][0]["ops"][0]["f"], "send");
     assert_eq!(json["summary"]["sends"]["ok"], 2);
+}
+
+#[test]
+fn a_fetch_of_nothing_committed_after_an_acknowledged_commit_is_a_lost_commit() {
+    let mut s = Script::default();
+    let commit = s.commit(20, "g", 0, 3);
+    let fetch = s.fetch_committed(21, "g", 0, -1);
+    let report = checked(s, false);
+    assert_eq!(found(&report), [Anomaly::LostCommit]);
+    assert_eq!(report.verdict, "invalid: lost-commit");
+    let example = &report.finding(Anomaly::LostCommit).unwrap().examples[0];
+    assert!(example.detail.contains("group \"g\" t/0") && example.detail.contains("offset -1"), "{}", example.detail);
+    let ops: Vec<OpIndex> = example.ops.iter().map(|op| op.index).collect();
+    assert_eq!(ops, [commit, fetch]);
+}
+
+#[test]
+fn an_overwritten_commit_read_back_is_a_lost_commit_and_the_latest_is_not() {
+    let mut s = Script::default();
+    s.commit(20, "g", 0, 40);
+    let later = s.commit(20, "g", 0, 50);
+    s.fetch_committed(21, "g", 0, 50);
+    s.fetch_committed(21, "g", 0, 40);
+    // Another group's register is another register.
+    s.commit(22, "h", 0, 40);
+    s.fetch_committed(22, "h", 0, 40);
+    let report = checked(s, false);
+    assert_eq!(found(&report), [Anomaly::LostCommit]);
+    let finding = report.finding(Anomaly::LostCommit).unwrap();
+    assert_eq!(finding.count, 1);
+    let detail = &finding.examples[0].detail;
+    assert!(
+        detail.contains("returned offset 40") && detail.contains(&format!("commit {later} of offset 50")),
+        "{detail}"
+    );
+}
+
+#[test]
+fn concurrent_commits_may_take_effect_in_either_order() {
+    let mut s = Script::default();
+    let a = s.invoke_commit(20, "g", 0, 50);
+    let b = s.invoke_commit(21, "g", 0, 40);
+    s.complete_commit(a, true);
+    s.complete_commit(b, true);
+    s.fetch_committed(22, "g", 0, 40);
+    let mut other_order = Script::default();
+    let a = other_order.invoke_commit(20, "g", 0, 50);
+    let b = other_order.invoke_commit(21, "g", 0, 40);
+    other_order.complete_commit(a, true);
+    other_order.complete_commit(b, true);
+    other_order.fetch_committed(22, "g", 0, 50);
+    for script in [s, other_order] {
+        let report = checked(script, false);
+        assert!(report.valid && report.anomalies.is_empty(), "{report}");
+    }
+}
+
+#[test]
+fn an_indeterminate_commit_may_surface_late_and_a_failed_one_never() {
+    let mut s = Script::default();
+    s.commit(20, "g", 0, 40);
+    let maybe = s.invoke_commit(20, "g", 0, 60);
+    s.complete_commit(maybe, false);
+    s.commit(20, "g", 0, 50);
+    s.invoke_commit(21, "g", 0, 70);
+    s.crash(21);
+    s.fetch_committed(22, "g", 0, 60);
+    s.fetch_committed(22, "g", 0, 70);
+    // A commit invoked after a fetch completed cannot be what the fetch read.
+    s.fetch_committed(22, "g", 0, 40);
+    s.commit(20, "g", 0, 40);
+    let refused = s.invoke_commit(20, "g", 0, 80);
+    let time = s.tick();
+    s.builder.fail(refused, time).unwrap();
+    s.fetch_committed(22, "g", 0, 80);
+    let report = checked(s, false);
+    let finding = report.finding(Anomaly::LostCommit).expect("caught");
+    assert_eq!(finding.count, 2, "{report}");
+    assert!(finding.examples[0].detail.contains("returned offset 40,"), "{report}");
+    assert!(finding.examples[1].detail.contains("returned offset 80, which no commit wrote"), "{report}");
+}
+
+/// Three records at offsets 0..3 of partition 0, and a consumer `p10` of group `g` that reads them all.
+fn consumed_by_group() -> Script {
+    let mut s = written(3);
+    s.fetch_committed(10, "g", 0, -1);
+    s.assign(10, &[0]);
+    s.seek(10, 0, 0);
+    s
+}
+
+#[test]
+fn a_group_that_reads_before_it_commits_is_valid() {
+    let mut s = consumed_by_group();
+    s.poll(10, &[(0, 0, "v0"), (0, 1, "v1")]);
+    s.commit(10, "g", 0, 2);
+    s.poll(10, &[(0, 2, "v2")]);
+    s.commit(10, "g", 0, 3);
+    // Another member takes over from the committed offset.
+    s.fetch_committed(11, "g", 0, 3);
+    let report = checked(s, true);
+    assert!(report.valid && report.anomalies.is_empty(), "{report}");
+    assert_eq!((report.summary.commits.ok, report.summary.fetches_committed.ok), (2, 2));
+}
+
+#[test]
+fn committing_past_what_the_group_read_is_unprocessed() {
+    let mut s = consumed_by_group();
+    s.poll(10, &[(0, 0, "v0")]);
+    // Another group read everything and committed it: valid for that group.
+    s.poll(12, &[(0, 0, "v0"), (0, 1, "v1"), (0, 2, "v2")]);
+    s.commit(12, "h", 0, 3);
+    let commit = s.commit(10, "g", 0, 3);
+    // Reading after the commit began is too late.
+    s.poll(10, &[(0, 1, "v1"), (0, 2, "v2")]);
+    let report = checked(s, true);
+    assert_eq!(found(&report), [Anomaly::Unprocessed]);
+    assert_eq!(report.verdict, "invalid: unprocessed");
+    let finding = report.finding(Anomaly::Unprocessed).unwrap();
+    assert_eq!(finding.count, 1);
+    let detail = &finding.examples[0].detail;
+    assert!(detail.starts_with(&format!("group \"g\" committed t/0 offset 3 in {commit}")), "{detail}");
+    assert!(detail.contains("read offset 1,") && detail.contains("(2 of the offsets below 3"), "{detail}");
 }

@@ -2,8 +2,8 @@
 //! input is a typed error naming its line.
 
 use jepsen_style::{
-    check, parse, write, EventType, History, HistoryBuilder, HistoryError, Op, OpIndex, Options, ParseError, Process,
-    Send, TopicPartition,
+    check, parse, write, Commit, Event, EventType, FetchCommitted, GroupOffset, History, HistoryBuilder, HistoryError,
+    Op, OpIndex, Options, ParseError, Process, Send, ShapeError, TopicPartition,
 };
 
 /// The example in the crate documentation, without the `//! ` prefixes.
@@ -31,7 +31,7 @@ fn the_documented_example_parses_checks_and_round_trips() {
     assert_eq!(text.lines().count(), 12);
     let history = parse(&text).unwrap();
     assert_eq!(written(&history), text);
-    let report = check(&history, &Options { idempotent: true });
+    let report = check(&history, &Options { idempotent: true, ..Options::default() });
     assert!(report.valid, "{report}");
     assert_eq!((report.summary.sends.ok, report.summary.sends.info), (1, 1));
 }
@@ -160,4 +160,80 @@ fn a_crash_completes_the_pending_operations_of_its_process_only() {
     assert_eq!(kinds, [(1, Invoke), (2, Invoke), (1, Invoke), (1, Info), (1, Info), (1, Invoke), (1, Ok), (2, Ok)]);
     // What the recorder wrote, a parser reads back the same.
     assert_eq!(parse(&written(&history)).unwrap(), history);
+}
+
+fn group_offset(partition: i32, offset: i64) -> GroupOffset {
+    GroupOffset { tp: TopicPartition::new("t", partition), offset }
+}
+
+fn fetch_committed(partitions: &[i32]) -> Op {
+    let partitions = partitions.iter().map(|&p| TopicPartition::new("t", p)).collect();
+    Op::FetchCommitted(FetchCommitted { group: "g".to_owned(), partitions })
+}
+
+#[test]
+fn commits_and_fetches_of_committed_offsets_round_trip() {
+    let mut b = HistoryBuilder::new();
+    let commit = Op::Commit(Commit { group: "g".to_owned(), offsets: vec![group_offset(0, 5), group_offset(1, 0)] });
+    let acked = b.invoke(Process(1), 1, commit.clone()).unwrap();
+    b.ok(acked, 2).unwrap();
+    let refused = b.invoke(Process(1), 3, commit.clone()).unwrap();
+    b.fail(refused, 4).unwrap();
+    let fetched = b.invoke(Process(2), 5, fetch_committed(&[0, 1])).unwrap();
+    b.ok_fetch_committed(fetched, 6, vec![group_offset(0, 5), group_offset(1, -1)]).unwrap();
+    let timed_out = b.invoke(Process(2), 7, fetch_committed(&[0])).unwrap();
+    b.info(timed_out, 8).unwrap();
+    b.invoke(Process(1), 9, commit).unwrap();
+    let history = b.finish();
+    let text = written(&history);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1],
+        r#"{"index":0,"type":"ok","f":"commit","process":1,"time":2,"value":{"group":"g","offsets":[{"topic":"t","partition":0,"offset":5},{"topic":"t","partition":1,"offset":0}]}}"#
+    );
+    assert_eq!(
+        lines[4],
+        r#"{"index":2,"type":"invoke","f":"fetch-committed","process":2,"time":5,"value":{"group":"g","partitions":[{"topic":"t","partition":0},{"topic":"t","partition":1}]}}"#
+    );
+    assert_eq!(
+        lines[5],
+        r#"{"index":2,"type":"ok","f":"fetch-committed","process":2,"time":6,"value":{"group":"g","offsets":[{"topic":"t","partition":0,"offset":5},{"topic":"t","partition":1,"offset":-1}]}}"#
+    );
+    assert_eq!(parse(&text).unwrap(), history);
+    let report = check(&history, &Options::default());
+    let (commits, fetches) = (report.summary.commits, report.summary.fetches_committed);
+    assert_eq!((commits.ok, commits.fail, commits.info), (1, 1, 1));
+    assert_eq!((fetches.ok, fetches.fail, fetches.info), (1, 0, 1));
+}
+
+#[test]
+fn answers_that_do_not_fit_their_fetch_or_commit_are_refused() {
+    let mut b = HistoryBuilder::new();
+    let fetch = b.invoke(Process(2), 1, fetch_committed(&[0])).unwrap();
+    assert!(matches!(b.ok(fetch, 2), Err(HistoryError::ResultMissing { .. })));
+    let unasked = b.ok_fetch_committed(fetch, 2, vec![group_offset(1, 3)]);
+    assert!(matches!(unasked, Err(HistoryError::UnaskedPartition { partition, .. }) if partition.partition == 1));
+    let twice = b.ok_fetch_committed(fetch, 2, vec![group_offset(0, 3), group_offset(0, 4)]);
+    assert!(matches!(twice, Err(HistoryError::UnaskedPartition { .. })), "{twice:?}");
+    // A fetch completed as if it carried no result is refused by its shape.
+    let event = Event { index: fetch, kind: EventType::Ok, process: Process(2), time: 2, op: fetch_committed(&[0]) };
+    assert!(matches!(event.check_shape(), Err(ShapeError::MissingCommitted)));
+    b.ok_fetch_committed(fetch, 2, Vec::new()).unwrap();
+
+    let lines = |first: &str, second: &str| format!("{first}\n{second}\n");
+    let other_group = lines(
+        r#"{"index":0,"type":"invoke","f":"fetch-committed","process":1,"time":1,"value":{"group":"g","partitions":[{"topic":"t","partition":0}]}}"#,
+        r#"{"index":0,"type":"ok","f":"fetch-committed","process":1,"time":2,"value":{"group":"h","offsets":[]}}"#,
+    );
+    let err = parse(&other_group).unwrap_err();
+    assert!(matches!(err, ParseError::Invalid { line: 2, source: HistoryError::WrongGroup { .. } }), "{err}");
+    let other_offsets = lines(
+        r#"{"index":0,"type":"invoke","f":"commit","process":1,"time":1,"value":{"group":"g","offsets":[{"topic":"t","partition":0,"offset":1}]}}"#,
+        r#"{"index":0,"type":"ok","f":"commit","process":1,"time":2,"value":{"group":"g","offsets":[{"topic":"t","partition":0,"offset":2}]}}"#,
+    );
+    let err = parse(&other_offsets).unwrap_err();
+    assert!(matches!(err, ParseError::Invalid { line: 2, source: HistoryError::WrongWrite(_) }), "{err}");
+    let commit_without_group =
+        r#"{"index":0,"type":"invoke","f":"commit","process":1,"time":1,"value":{"offsets":[]}}"#;
+    assert!(matches!(parse(commit_without_group), Err(ParseError::Json { line: 1, .. })));
 }

@@ -17,10 +17,14 @@ pub enum Bug {
     OffsetAfterRestart,
     /// Fetch serves entries past the high watermark (not yet committed).
     FetchAboveHw,
+    /// The leader's idempotence window is one batch short: it misses each
+    /// producer's newest batch, so a retry of that batch is written again.
+    DedupWindowOffByOne,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [Bug::AckBeforeCommit, Bug::SkipSync, Bug::OffsetAfterRestart, Bug::FetchAboveHw];
+    pub const ALL: [Bug; 5] =
+        [Bug::AckBeforeCommit, Bug::SkipSync, Bug::OffsetAfterRestart, Bug::FetchAboveHw, Bug::DedupWindowOffByOne];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -28,6 +32,7 @@ impl Bug {
             Bug::SkipSync => "skip-sync",
             Bug::OffsetAfterRestart => "offset-after-restart",
             Bug::FetchAboveHw => "fetch-above-hw",
+            Bug::DedupWindowOffByOne => "dedup-window-off-by-one",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jepsen_style::kafka::Recorder;
-use jepsen_style::{History, Options};
+use jepsen_style::{History, Options, Process};
 use madsim::runtime::{Handle, Runtime};
 use raft_node::replica::panic_message;
 use slog::{info, o};
@@ -23,8 +23,7 @@ use crate::workload::{self, Workload};
 pub const LIVENESS_DEADLINE: Duration = Duration::from_secs(60);
 /// And the final read must get through every partition within this.
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(60);
-/// Producers and consumers in the workload.
-const PRODUCERS: u64 = 4;
+/// Consumers in the workload.
 const CONSUMERS: u64 = 2;
 
 /// What a run found.
@@ -102,7 +101,10 @@ fn run_on_fresh_thread(config: &SimConfig) -> Outcome {
     };
     let mut failures = Vec::new();
     let (report, ran) = match simulated {
-        Ok(ran) => (Some(jepsen_style::check(&ran.history, &Options { idempotent: false })), Some(ran)),
+        Ok(ran) => {
+            let options = Options { idempotent_processes: workload::idempotent_producers(), ..Options::default() };
+            (Some(jepsen_style::check(&ran.history, &options)), Some(ran))
+        }
         Err(panic) => {
             failures.push(format!("panic: {}", panic_message(&*panic)));
             (None, None)
@@ -189,8 +191,9 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     client.spawn(workload::setup(workload.clone(), usize::from(config.brokers))).await.expect("setup");
 
     let mut clients = Vec::new();
-    for p in 1..=PRODUCERS {
-        clients.push(client.spawn(workload::producer(workload.clone(), p)));
+    let idempotent = workload::idempotent_producers();
+    for p in 1..=workload::PRODUCERS {
+        clients.push(client.spawn(workload::producer(workload.clone(), p, idempotent.contains(&Process(p)))));
     }
     for c in 0..CONSUMERS {
         let partitions: Vec<i32> = (0..i32::from(config.partitions)).filter(|p| *p as u64 % CONSUMERS == c).collect();

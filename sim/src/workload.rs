@@ -1,16 +1,16 @@
-//! The clients: producers sending unique values with acks=all, consumers
-//! polling their partitions from offset 0, a liveness probe and the final
-//! read, all over the Kafka protocol through `raft_node::client`, recorded in
-//! a jepsen-style history.
+//! The clients: producers sending unique values with acks=all (half of them
+//! idempotent), consumers polling their partitions from offset 0, a liveness
+//! probe and the final read, all over the Kafka protocol through
+//! `raft_node::client`, recorded in a jepsen-style history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jepsen_style::kafka::{self, Recorder, SendOutcome};
 use jepsen_style::{Process, TopicPartition};
-use raft_node::client::{Client, ClientConfig};
+use raft_node::client::{Client, ClientConfig, IdempotentProducer};
 use slog::{info, warn, Logger};
 
 use crate::rng::Rng;
@@ -19,6 +19,14 @@ pub const TOPIC: &str = "keel-sim";
 /// An operation that takes longer is given up (and its outcome is unknown).
 const OP_TIMEOUT: Duration = Duration::from_secs(20);
 const FETCH_WAIT: Duration = Duration::from_millis(200);
+
+/// Producers, processes 1..=PRODUCERS.
+pub const PRODUCERS: u64 = 4;
+
+/// The producers that send idempotently: the upper half.
+pub fn idempotent_producers() -> BTreeSet<Process> {
+    (PRODUCERS / 2 + 1..=PRODUCERS).map(Process).collect()
+}
 
 /// Simulated time since the start of the run, in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -86,12 +94,25 @@ pub async fn setup(workload: Arc<Workload>, brokers: usize) {
     info!(log, "topic ready"; "topic" => TOPIC, "partitions" => workload.partitions);
 }
 
-/// Sends one unique value to `partition`; returns the offset if acknowledged.
-async fn send(workload: &Workload, client: &mut Client, process: u64, partition: i32, value: String) -> Option<i64> {
+/// Sends one unique value to `partition`, as `producer`'s next batch when it
+/// is idempotent; returns the offset if acknowledged.
+async fn send(
+    workload: &Workload,
+    client: &mut Client,
+    producer: Option<&mut IdempotentProducer>,
+    process: u64,
+    partition: i32,
+    value: String,
+) -> Option<i64> {
     let tp = TopicPartition::new(TOPIC, partition);
-    let fresh = || workload.client(process);
-    let outcome =
-        kafka::send(&workload.recorder, client, fresh, Process(process), &tp, value.clone(), OP_TIMEOUT).await;
+    let (recorder, fresh) = (&workload.recorder, || workload.client(process));
+    let p = Process(process);
+    let outcome = match producer {
+        Some(producer) => {
+            kafka::send_idempotent(recorder, client, fresh, producer, p, &tp, value.clone(), OP_TIMEOUT).await
+        }
+        None => kafka::send(recorder, client, fresh, p, &tp, value.clone(), OP_TIMEOUT).await,
+    };
     let (result, offset) = match outcome {
         SendOutcome::Acked(offset) => (format!("ok {offset}"), Some(offset)),
         SendOutcome::Failed(e) => (format!("fail: {e}"), None),
@@ -143,14 +164,16 @@ fn assign(workload: &Workload, process: u64, partitions: &[i32]) -> BTreeMap<i32
         .collect()
 }
 
-/// Sends unique values to random partitions until stopped.
-pub async fn producer(workload: Arc<Workload>, process: u64) {
+/// Sends unique values to random partitions until stopped, idempotently
+/// (resending a batch whose fate is unknown) or not (never resending one).
+pub async fn producer(workload: Arc<Workload>, process: u64, idempotent: bool) {
     let mut rng = Rng::new(workload.seed, 0x5052_4f44 + process);
     let mut client = workload.client(process);
+    let mut producer = idempotent.then(IdempotentProducer::new);
     let mut n = 0;
     while !workload.stopped() {
         let partition = rng.range(0, workload.partitions as u64) as i32;
-        send(&workload, &mut client, process, partition, format!("p{process}-{n}")).await;
+        send(&workload, &mut client, producer.as_mut(), process, partition, format!("p{process}-{n}")).await;
         n += 1;
         tokio::time::sleep(rng.millis(5, 150)).await;
     }
@@ -181,7 +204,10 @@ pub async fn liveness(workload: Arc<Workload>, deadline: Duration) -> Vec<i32> {
             let mut client = workload.client(process);
             let mut n = 0;
             while start.elapsed() < deadline {
-                if send(&workload, &mut client, process, partition, format!("live{partition}-{n}")).await.is_some() {
+                if send(&workload, &mut client, None, process, partition, format!("live{partition}-{n}"))
+                    .await
+                    .is_some()
+                {
                     return None;
                 }
                 n += 1;

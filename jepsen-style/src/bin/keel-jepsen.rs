@@ -66,7 +66,7 @@ fn run_check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(UNREADABLE);
         }
     };
-    let report = check(&history, &Options { idempotent: args.idempotent });
+    let report = check(&history, &Options { idempotent: args.idempotent, ..Options::default() });
     print!("{report}");
     if let Some(path) = &args.json {
         let written = serde_json::to_vec_pretty(&report)

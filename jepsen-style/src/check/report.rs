@@ -21,6 +21,8 @@ pub enum Anomaly {
     Unseen,
     /// One value at more than one offset.
     Duplicate,
+    /// One value of an idempotent producer at more than one offset.
+    IdempotentDuplicate,
     /// Two values at one offset, or a value read at another offset than its send was acknowledged at.
     InconsistentOffsets,
     /// A process's send landed at or below the offset of a send it had completed before.
@@ -33,6 +35,11 @@ pub enum Anomaly {
     PhantomWrite,
     /// A read of a value no send wrote.
     UnknownValue,
+    /// A fetch of a group's committed offset returned one that a commit acknowledged before the fetch
+    /// began had overwritten (or one no commit wrote).
+    LostCommit,
+    /// A group committed past an offset that some poll read but none of its members had read.
+    Unprocessed,
 }
 
 impl Anomaly {
@@ -41,12 +48,15 @@ impl Anomaly {
             Anomaly::LostWrite => "lost-write",
             Anomaly::Unseen => "unseen",
             Anomaly::Duplicate => "duplicate",
+            Anomaly::IdempotentDuplicate => "idempotent-duplicate",
             Anomaly::InconsistentOffsets => "inconsistent-offsets",
             Anomaly::NonmonotonicSend => "nonmonotonic-send",
             Anomaly::NonmonotonicPoll => "nonmonotonic-poll",
             Anomaly::PollSkip => "poll-skip",
             Anomaly::PhantomWrite => "phantom-write",
             Anomaly::UnknownValue => "unknown-value",
+            Anomaly::LostCommit => "lost-commit",
+            Anomaly::Unprocessed => "unprocessed",
         }
     }
 }
@@ -103,12 +113,17 @@ pub struct PartitionSummary {
     pub partition: TopicPartition,
     pub max_acked_offset: Option<i64>,
     pub max_read_offset: Option<i64>,
+    /// The longest time between two consecutive acknowledgements of sends to
+    /// the partition, in nanoseconds: how long it took no write (availability).
+    pub longest_write_gap_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub sends: Outcomes,
     pub polls: Outcomes,
+    pub commits: Outcomes,
+    pub fetches_committed: Outcomes,
     /// Records returned by ok polls, counting rereads.
     pub records_read: usize,
     /// Distinct values read.
@@ -148,12 +163,16 @@ impl fmt::Display for Report {
         let s = &self.summary;
         writeln!(f, "\nsends: {} ok, {} fail, {} info", s.sends.ok, s.sends.fail, s.sends.info)?;
         writeln!(f, "polls: {} ok, {} fail, {} info", s.polls.ok, s.polls.fail, s.polls.info)?;
+        let (c, fc) = (&s.commits, &s.fetches_committed);
+        writeln!(f, "commits: {} ok, {} fail, {} info", c.ok, c.fail, c.info)?;
+        writeln!(f, "fetch-committed: {} ok, {} fail, {} info", fc.ok, fc.fail, fc.info)?;
         writeln!(f, "read: {} records, {} distinct values", s.records_read, s.values_read)?;
         for p in &s.partitions {
             let show = |offset: Option<i64>| offset.map_or_else(|| "-".to_owned(), |o| o.to_string());
+            let gap = p.longest_write_gap_ns.map_or_else(|| "-".to_owned(), |ns| format!("{:.3}s", ns as f64 / 1e9));
             writeln!(
                 f,
-                "{}: max acked offset {}, max read offset {}",
+                "{}: max acked offset {}, max read offset {}, longest gap between acknowledged writes {gap}",
                 p.partition,
                 show(p.max_acked_offset),
                 show(p.max_read_offset)

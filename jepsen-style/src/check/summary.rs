@@ -11,6 +11,8 @@ pub(crate) fn summarize(operations: &[Operation]) -> Summary {
     let mut values: BTreeSet<&str> = BTreeSet::new();
     // Per partition: max acknowledged offset, max read offset.
     let mut partitions: BTreeMap<&TopicPartition, (Option<i64>, Option<i64>)> = BTreeMap::new();
+    // Per partition: when each acknowledgement came.
+    let mut acked_at: BTreeMap<&TopicPartition, Vec<u64>> = BTreeMap::new();
     for op in operations {
         match &op.op {
             Op::Send(send) => {
@@ -18,6 +20,9 @@ pub(crate) fn summarize(operations: &[Operation]) -> Summary {
                 if let Some(offset) = send.offset {
                     let acked = &mut partitions.entry(&send.tp).or_default().0;
                     *acked = (*acked).max(Some(offset));
+                }
+                if let (Outcome::Ok, Some(time)) = (op.outcome, op.complete_time) {
+                    acked_at.entry(&send.tp).or_default().push(time);
                 }
             }
             Op::Poll(records) => {
@@ -29,6 +34,8 @@ pub(crate) fn summarize(operations: &[Operation]) -> Summary {
                     *read = (*read).max(Some(r.offset));
                 }
             }
+            Op::Commit(_) => count(&mut summary.commits, op.outcome),
+            Op::FetchCommitted(_) | Op::Committed(_) => count(&mut summary.fetches_committed, op.outcome),
             Op::Assign(_) | Op::Seek(_) | Op::Crash => {}
         }
     }
@@ -39,9 +46,16 @@ pub(crate) fn summarize(operations: &[Operation]) -> Summary {
             partition: tp.clone(),
             max_acked_offset: acked,
             max_read_offset: read,
+            longest_write_gap_ns: acked_at.get_mut(tp).and_then(|times| longest_gap(times)),
         })
         .collect();
     summary
+}
+
+/// The longest interval between consecutive `times`; `None` for fewer than two.
+fn longest_gap(times: &mut [u64]) -> Option<u64> {
+    times.sort_unstable();
+    times.windows(2).map(|w| w[1] - w[0]).max()
 }
 
 fn count(outcomes: &mut Outcomes, outcome: Outcome) {

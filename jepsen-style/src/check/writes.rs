@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::check::report::{Anomaly, Example, Findings};
-use crate::event::{Op, TopicPartition};
+use crate::event::{Op, Process, TopicPartition};
 use crate::history::{Operation, Outcome};
 
 /// A place in the log.
@@ -53,7 +53,7 @@ impl<'a> Observations<'a> {
     }
 }
 
-pub(crate) fn check(operations: &[Operation], findings: &mut Findings) {
+pub(crate) fn check(operations: &[Operation], idempotent: &BTreeSet<Process>, findings: &mut Findings) {
     let seen = Observations::gather(operations);
     for ((tp, offset), values) in &seen.values_at {
         if values.len() > 1 {
@@ -114,7 +114,9 @@ pub(crate) fn check(operations: &[Operation], findings: &mut Findings) {
             _ => {}
         }
         if places.len() > 1 {
-            findings.add(Anomaly::Duplicate, || {
+            let anomaly =
+                if idempotent.contains(&send_op.process) { Anomaly::IdempotentDuplicate } else { Anomaly::Duplicate };
+            findings.add(anomaly, || {
                 let at: Vec<String> = places.iter().map(|(tp, o)| format!("{tp}@{o}")).collect();
                 let detail = format!("{value:?} is at {}", at.join(", "));
                 Example::new(detail, std::iter::once(send_op).chain(polls()))

@@ -282,7 +282,7 @@ async fn run_cluster(
     note_exits(cluster, &clock, &mut broker_exits);
 
     let history = recorder.finish();
-    let report = check(&history, &Options { idempotent: false });
+    let report = check(&history, &Options::default());
     let mut problems: Vec<String> = Vec::new();
     problems.extend(report.anomalies.iter().filter(|f| f.invalidating).map(|f| f.anomaly.name().to_string()));
     if !stuck.is_empty() {

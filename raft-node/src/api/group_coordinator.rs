@@ -309,7 +309,7 @@ impl KafkaApi {
                 timestamp: 0,
             })
             .collect();
-        let bytes = encode_batch(&records).map_err(|_| ErrorCode::UnknownServerError)?;
+        let bytes = encode_batch(&records, None).map_err(|_| ErrorCode::UnknownServerError)?;
         let mut batches = validate_record_set(bytes, usize::MAX).map_err(|e| e.code())?;
         let batch = batches.pop().ok_or(ErrorCode::UnknownServerError)?;
         let (reply, receiver) = oneshot::channel();

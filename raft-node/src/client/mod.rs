@@ -9,12 +9,15 @@
 
 mod error;
 mod groups;
+mod idempotence;
 mod partitioner;
 mod reassignments;
 pub mod records;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -39,6 +42,7 @@ use serde::Serialize;
 use crate::kafka::client::Connection;
 pub use error::{error_name, Error};
 pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
+pub use idempotence::{needs_new_producer_id, IdempotentProducer, ProducerIdentity};
 pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
 pub use reassignments::{Move, MoveInProgress};
@@ -426,7 +430,21 @@ impl Client {
         records: &[ProducerRecord],
         acks: Acks,
     ) -> Result<Option<i64>, Error> {
-        let batch = records::encode_batch(records)?;
+        let batch = records::encode_batch(records, None)?;
+        // A produce whose fate is unknown is not sent again: that could duplicate it.
+        self.produce_batch(topic, partition, batch, acks, false).await
+    }
+
+    /// Sends one encoded batch; `retry_unknown` says whether an attempt whose
+    /// fate is unknown may be sent again (only when the broker deduplicates it).
+    async fn produce_batch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        acks: Acks,
+        retry_unknown: bool,
+    ) -> Result<Option<i64>, Error> {
         let data = TopicProduceData::default()
             .with_name(topic_name(topic))
             .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]);
@@ -456,9 +474,8 @@ impl Client {
                 }
             };
         }
-        // A produce whose fate is unknown is not sent again: that could duplicate it.
         let response: ProduceResponse = self
-            .send_to_leader(topic, partition, PRODUCE_VERSION, &request, false, |r: &ProduceResponse| {
+            .send_to_leader(topic, partition, PRODUCE_VERSION, &request, retry_unknown, |r: &ProduceResponse| {
                 produce_answer(r, topic, partition).map(|p| p.error_code)
             })
             .await?;

@@ -56,9 +56,30 @@ pub struct DecodedRecordSet {
     pub broken: Option<String>,
 }
 
+/// The idempotent producer fields of a batch: who sends it, and the
+/// sequence number of its first record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerSequence {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+}
+
 /// Encodes `records` as one uncompressed v2 batch, offsets from 0 (the
-/// broker assigns the real ones).
-pub fn encode_batch(records: &[ProducerRecord]) -> Result<Bytes, Error> {
+/// broker assigns the real ones), with `producer`'s fields if given.
+pub fn encode_batch(records: &[ProducerRecord], producer: Option<ProducerSequence>) -> Result<Bytes, Error> {
+    // The encoder groups records whose offset - sequence agree, and takes the
+    // first one's as the batch's base sequence: -1 means no producer.
+    let (producer_id, producer_epoch, first_seq) = match producer {
+        Some(p) => (p.producer_id, p.epoch, p.first_seq),
+        None => (-1, -1, -1),
+    };
+    if producer.is_some() && i64::from(first_seq) + records.len() as i64 > i64::from(i32::MAX) + 1 {
+        return Err(Error::Encode(format!(
+            "{} records from sequence {first_seq} would cross the sequence wrap",
+            records.len()
+        )));
+    }
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -67,13 +88,11 @@ pub fn encode_batch(records: &[ProducerRecord]) -> Result<Bytes, Error> {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // The encoder groups records whose offset - sequence agree, and
-            // takes the first one's as the base sequence: -1, no producer id.
-            sequence: (i as i32).wrapping_sub(1),
+            sequence: first_seq.wrapping_add(i as i32),
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),
@@ -170,7 +189,7 @@ mod tests {
 
     /// A batch as the broker stores it: validated, then stamped with its offset.
     fn stored(records: &[ProducerRecord], base_offset: i64) -> Bytes {
-        let batches = validate_record_set(encode_batch(records).unwrap(), usize::MAX).unwrap();
+        let batches = validate_record_set(encode_batch(records, None).unwrap(), usize::MAX).unwrap();
         let mut out = BytesMut::new();
         for batch in batches {
             out.extend_from_slice(batch.stamp(base_offset, 1).as_bytes());
@@ -190,7 +209,7 @@ mod tests {
     #[test]
     fn encoded_batches_pass_broker_validation_and_decode_back() {
         let records = [record(Some("k1"), "v1", 1000), record(None, "v2", 1001), record(Some(""), "", 999)];
-        assert_eq!(validate_record_set(encode_batch(&records).unwrap(), usize::MAX).unwrap().len(), 1);
+        assert_eq!(validate_record_set(encode_batch(&records, None).unwrap(), usize::MAX).unwrap().len(), 1);
         let mut bytes = BytesMut::from(&stored(&records, 10)[..]);
         bytes.extend_from_slice(&stored(&[record(Some("k4"), "v4", 5)], 13));
         let set = decode_record_set(bytes.freeze(), 0);
@@ -206,6 +225,20 @@ mod tests {
         );
         assert_eq!(set.batches.iter().map(|b| b.next_offset).collect::<Vec<_>>(), [13, 14]);
         assert_eq!(set.batches[0].records.as_ref().unwrap()[0].timestamp, 1000);
+    }
+
+    #[test]
+    fn a_producer_batch_carries_its_id_epoch_and_first_sequence() {
+        let records = [record(None, "a", 0), record(None, "b", 0), record(None, "c", 0)];
+        let producer = ProducerSequence { producer_id: 7000, epoch: 2, first_seq: 41 };
+        let batches = validate_record_set(encode_batch(&records, Some(producer)).unwrap(), usize::MAX).unwrap();
+        let fields = batches[0].producer().expect("producer fields");
+        assert_eq!((fields.producer_id, fields.epoch, fields.first_seq, fields.record_count), (7000, 2, 41, 3));
+        assert!(validate_record_set(encode_batch(&records, None).unwrap(), usize::MAX).unwrap()[0]
+            .producer()
+            .is_none());
+        let at_wrap = ProducerSequence { first_seq: i32::MAX - 1, ..producer };
+        assert!(encode_batch(&records, Some(at_wrap)).is_err(), "a batch must not cross the sequence wrap");
     }
 
     #[test]
