@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::output::{ids, table};
 use super::{connect, fail, Common};
-use crate::client::{Client, Move, MoveInProgress, QuorumInfo};
+use crate::client::{moves_between, Client, Move, MoveInProgress, Placement, QuorumInfo};
 
 /// Moves one partition to `replicas`, or cancels its move.
 pub async fn reassign(common: &Common, topic: &str, partition: i32, replicas: Option<Vec<i32>>) -> Result<(), String> {
@@ -20,58 +20,25 @@ pub async fn reassign(common: &Common, topic: &str, partition: i32, replicas: Op
 /// registered broker and submits it (or only prints it).
 pub async fn rebalance(common: &Common, dry_run: bool) -> Result<(), String> {
     let mut client = connect(common).await?;
-    let (brokers, current) = placement(&mut client).await?;
-    let lists: Vec<Vec<i32>> = current.iter().map(|(_, _, r)| r.clone()).collect();
+    let (brokers, current) = client.placement().await?;
+    let lists: Vec<Vec<i32>> = current.iter().map(|p| p.replicas.clone()).collect();
     let planned = plan::rebalance(&brokers, &lists);
-    submit(&mut client, common, &changes(&current, planned), dry_run).await
+    submit(&mut client, common, &moves_between(&current, planned), dry_run).await
 }
 
 /// Moves every replica off broker `broker`.
 pub async fn decommission(common: &Common, broker: i32, dry_run: bool) -> Result<(), String> {
     let mut client = connect(common).await?;
-    let (brokers, current) = placement(&mut client).await?;
+    let (brokers, current) = client.placement().await?;
     if !brokers.contains(&broker) {
         return Err(format!("broker {broker} is not registered (brokers: {})", ids(&brokers)));
     }
-    let lists: Vec<Vec<i32>> = current.iter().map(|(_, _, r)| r.clone()).collect();
+    let lists: Vec<Vec<i32>> = current.iter().map(|p| p.replicas.clone()).collect();
     let planned = plan::decommission(&brokers, &lists, broker).map_err(|p| {
-        let (topic, partition, replicas) = &current[p];
+        let Placement { topic, partition, replicas } = &current[p];
         format!("no other broker can take {topic}/{partition} (replicas {})", ids(replicas))
     })?;
-    submit(&mut client, common, &changes(&current, planned), dry_run).await
-}
-
-/// The registered brokers, and every partition's replicas (topic, partition,
-/// replicas); refused while moves are in progress, since a plan over a
-/// moving cluster would fight them.
-async fn placement(client: &mut Client) -> Result<(Vec<i32>, Vec<(String, i32, Vec<i32>)>), String> {
-    let moving = client.reassignments().await.map_err(|e| e.to_string())?;
-    if let Some(m) = moving.first() {
-        return Err(format!(
-            "{} move(s) in progress (first: {}/{}); see `keel cluster status`, or wait",
-            moving.len(),
-            m.topic,
-            m.partition
-        ));
-    }
-    let cluster = client.metadata().await.map_err(|e| e.to_string())?;
-    let brokers: Vec<i32> = cluster.brokers.keys().copied().collect();
-    let partitions = cluster
-        .topics
-        .values()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition, p.replicas.clone())))
-        .collect();
-    Ok((brokers, partitions))
-}
-
-/// The moves that turn `current` into `planned`.
-fn changes(current: &[(String, i32, Vec<i32>)], planned: Vec<Vec<i32>>) -> Vec<Move> {
-    current
-        .iter()
-        .zip(planned)
-        .filter(|((_, _, now), next)| now != next)
-        .map(|((topic, partition, _), next)| Move { topic: topic.clone(), partition: *partition, replicas: Some(next) })
-        .collect()
+    submit(&mut client, common, &moves_between(&current, planned), dry_run).await
 }
 
 /// Prints the plan and, unless `dry_run`, submits it and prints each answer.

@@ -45,7 +45,7 @@ pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use idempotence::{needs_new_producer_id, IdempotentProducer, ProducerIdentity};
 pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
-pub use reassignments::{Move, MoveInProgress};
+pub use reassignments::{moves_between, Move, MoveInProgress, Placement};
 use records::{ConsumedBatch, ProducerRecord};
 
 // The newest version of each API the broker speaks (crate::kafka::versions).

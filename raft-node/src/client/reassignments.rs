@@ -23,6 +23,24 @@ pub struct Move {
     pub replicas: Option<Vec<i32>>,
 }
 
+/// One partition's replicas, as the metadata holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+}
+
+/// The moves that turn `current` into `planned` (replica lists in the same order).
+pub fn moves_between(current: &[Placement], planned: Vec<Vec<i32>>) -> Vec<Move> {
+    current
+        .iter()
+        .zip(planned)
+        .filter(|(now, next)| &now.replicas != next)
+        .map(|(now, next)| Move { topic: now.topic.clone(), partition: now.partition, replicas: Some(next) })
+        .collect()
+}
+
 /// A move in progress, as the metadata holds it (KIP-455).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MoveInProgress {
@@ -73,6 +91,35 @@ impl Client {
             }
         };
         Ok(moves.iter().map(answer).collect())
+    }
+
+    /// The registered brokers and every partition's replicas, to plan moves
+    /// over; refused while moves are in progress, since a plan over a moving
+    /// cluster would fight them.
+    pub async fn placement(&mut self) -> Result<(Vec<i32>, Vec<Placement>), String> {
+        let moving = self.reassignments().await.map_err(|e| e.to_string())?;
+        if let Some(m) = moving.first() {
+            return Err(format!(
+                "{} move(s) in progress (first: {}/{}); see `keel cluster status`, or wait",
+                moving.len(),
+                m.topic,
+                m.partition
+            ));
+        }
+        let cluster = self.metadata().await.map_err(|e| e.to_string())?;
+        let brokers: Vec<i32> = cluster.brokers.keys().copied().collect();
+        let partitions = cluster
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| Placement {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                })
+            })
+            .collect();
+        Ok((brokers, partitions))
     }
 
     /// Every move in progress, by topic and partition.
