@@ -12,11 +12,12 @@ mod config;
 mod error;
 pub mod plan;
 mod producer_ids;
+mod quorum;
 mod reassign;
 mod snapshot;
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use command::{Command, DecodeError, Outcome};
 pub use config::{
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use error::MetadataError;
 pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+pub use quorum::{MetadataMembers, MAX_METADATA_VOTERS};
 pub use reassign::Reassignment;
 pub use topic::{
     validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
@@ -45,6 +47,9 @@ pub struct ClusterMetadata {
     next_producer_id: i64,
     /// The newest block of producer ids of each broker that asked for one.
     producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Brokers unregistered: they left for good, and their ids stay unused
+    /// (a removed broker still running must not register itself back).
+    removed: BTreeSet<BrokerId>,
     /// Derived from `topics` (not serialized): lookups by id, as Fetch v13+ does.
     names_by_id: BTreeMap<TopicId, String>,
 }
@@ -53,9 +58,10 @@ impl ClusterMetadata {
     /// Applies a committed command: all of it, or nothing and an error.
     pub fn apply(&mut self, command: Command) -> Result<Outcome, MetadataError> {
         let outcome = match command {
-            Command::RegisterBroker { id, host, port, rack } => {
-                self.register_broker(id, Broker { host, port, rack })?
+            Command::RegisterBroker { id, host, port, rack, raft } => {
+                self.register_broker(id, Broker { host, port, rack, raft })?
             }
+            Command::UnregisterBroker { id } => self.unregister_broker(id)?,
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
                 self.create_topic(name, id, partitions, replication_factor, configs)?
             }
@@ -79,10 +85,43 @@ impl ClusterMetadata {
 
     fn register_broker(&mut self, id: BrokerId, broker: Broker) -> Result<Outcome, MetadataError> {
         topic::validate_broker(id, &broker).map_err(MetadataError::InvalidBroker)?;
+        if self.removed.contains(&id) {
+            return Err(MetadataError::BrokerRemoved(id));
+        }
         let previous = self.brokers.insert(id, broker);
         Ok(Outcome::BrokerRegistered { id, previous })
     }
 
+    /// Refused while any replica, or a move's target, names the broker: its
+    /// data must have moved off first.
+    fn unregister_broker(&mut self, id: BrokerId) -> Result<Outcome, MetadataError> {
+        if !self.brokers.contains_key(&id) {
+            return Err(MetadataError::UnknownBroker(id));
+        }
+        if let Some((topic, partition)) = self.partitions_on(id).next() {
+            return Err(MetadataError::BrokerInUse { broker: id, topic: topic.to_owned(), partition });
+        }
+        self.brokers.remove(&id);
+        self.producer_id_blocks.remove(&id);
+        self.removed.insert(id);
+        Ok(Outcome::BrokerUnregistered { id })
+    }
+
+    /// The partitions whose replicas (those being added included) or move
+    /// target name `broker`.
+    pub fn partitions_on(&self, broker: BrokerId) -> impl Iterator<Item = (&str, i32)> + '_ {
+        self.topics.iter().flat_map(move |(name, t)| {
+            let named = t.partitions.iter().enumerate().filter(move |(_, p)| {
+                p.replicas.contains(&broker) || p.reassignment.as_ref().is_some_and(|r| r.target.contains(&broker))
+            });
+            named.map(move |(i, _)| (name.as_str(), i as i32))
+        })
+    }
+
+    /// Whether `id` was unregistered (it left the cluster for good).
+    pub fn is_removed(&self, id: BrokerId) -> bool {
+        self.removed.contains(&id)
+    }
     /// Checks in Kafka's order (name, existence, then the request's numbers),
     /// and mutates only once everything has passed.
     fn create_topic(
@@ -253,7 +292,7 @@ mod tests {
     use crate::ErrorCode;
 
     fn register(id: BrokerId) -> Command {
-        Command::RegisterBroker { id, host: format!("b{id}"), port: 9092, rack: None }
+        Command::RegisterBroker { id, host: format!("b{id}"), port: 9092, rack: None, raft: None }
     }
 
     fn create(name: &str, id: u8, partitions: i32, replication_factor: i16) -> Command {
@@ -318,7 +357,10 @@ mod tests {
             (create("x", 2, 1, 2), ErrorCode::InvalidReplicationFactor),
             (create("x", 2, 1, -1), ErrorCode::InvalidReplicationFactor),
             (Command::DeleteTopic { name: "x".into() }, ErrorCode::UnknownTopicOrPartition),
-            (Command::RegisterBroker { id: -1, host: "h".into(), port: 1, rack: None }, ErrorCode::InvalidRequest),
+            (
+                Command::RegisterBroker { id: -1, host: "h".into(), port: 1, rack: None, raft: None },
+                ErrorCode::InvalidRequest,
+            ),
         ];
         for (command, code) in rejected {
             assert_eq!(m.apply(command.clone()).map_err(|e| e.code()), Err(code), "{command:?}");
@@ -399,13 +441,47 @@ mod tests {
     fn re_registration_updates_the_address() {
         let mut m = ClusterMetadata::default();
         m.apply(register(4)).unwrap();
-        let moved = Command::RegisterBroker { id: 4, host: "new".into(), port: 1, rack: Some("r".into()) };
+        let moved = Command::RegisterBroker { id: 4, host: "new".into(), port: 1, rack: Some("r".into()), raft: None };
         let outcome = m.apply(moved).unwrap();
         assert_eq!(
             outcome,
-            Outcome::BrokerRegistered { id: 4, previous: Some(Broker { host: "b4".into(), port: 9092, rack: None }) }
+            Outcome::BrokerRegistered {
+                id: 4,
+                previous: Some(Broker { host: "b4".into(), port: 9092, rack: None, raft: None })
+            }
         );
         assert_eq!(m.broker(4).map(|b| b.host.as_str()), Some("new"));
         assert_eq!(m.brokers().count(), 1);
+    }
+
+    #[test]
+    fn a_broker_leaves_only_once_empty_and_for_good() {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2, 3, 4] {
+            m.apply(register(id)).unwrap();
+        }
+        m.apply(create("t", 1, 1, 3)).unwrap();
+        let replicas = m.replicas("t", 0).unwrap().to_vec();
+        let empty = *[1, 2, 3, 4].iter().find(|b| !replicas.contains(b)).unwrap();
+        let holder = replicas[0];
+        let before = m.clone();
+        let refused = m.apply(Command::UnregisterBroker { id: holder }).unwrap_err();
+        assert!(matches!(refused, MetadataError::BrokerInUse { broker, .. } if broker == holder), "{refused}");
+        assert_eq!(refused.code(), ErrorCode::InvalidRequest);
+        assert_eq!(m.apply(Command::UnregisterBroker { id: 9 }), Err(MetadataError::UnknownBroker(9)));
+        assert_eq!(m, before);
+
+        // A move's target names a broker before its replicas do.
+        let target: Vec<BrokerId> = replicas.iter().copied().filter(|&b| b != holder).chain([empty]).collect();
+        m.apply(reassign("t", 0, Some(&target))).unwrap();
+        assert!(matches!(m.apply(Command::UnregisterBroker { id: empty }), Err(MetadataError::BrokerInUse { .. })));
+        m.apply(Command::CompleteReassignment { topic: "t".into(), partition: 0, target }).unwrap();
+
+        m.apply(Command::AllocateProducerIds { broker: holder, token: 1 }).unwrap();
+        assert_eq!(m.apply(Command::UnregisterBroker { id: holder }), Ok(Outcome::BrokerUnregistered { id: holder }));
+        assert!(m.broker(holder).is_none() && m.is_removed(holder));
+        assert_eq!(m.producer_id_block(holder), None, "its producer ids go with it");
+        assert_eq!(m.apply(register(holder)), Err(MetadataError::BrokerRemoved(holder)));
+        assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m, "removals survive a snapshot");
     }
 }

@@ -8,6 +8,7 @@
 //! cluster (metadata plus who leads what) for the Kafka API.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,8 +35,12 @@ use crate::transport::{Inbound, Transport};
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node_id: u64,
-    /// The metadata group's voters when the cluster is first formed.
-    pub voters: Vec<u64>,
+    /// The brokers that formed the cluster (`[[cluster]]`) and their raft
+    /// addresses: the metadata group's first voters. A broker not among them
+    /// is a joiner: it starts with no metadata and asks them to let it in.
+    pub founders: BTreeMap<u64, SocketAddr>,
+    /// Where other brokers reach this one's raft transport (registered).
+    pub raft_address: SocketAddr,
     /// The Kafka address this broker registers for clients.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -184,6 +189,10 @@ pub struct Node {
     /// Moves this broker's groups have finished, and the tick their
     /// completion was last proposed to the metadata group.
     completing: BTreeMap<GroupId, u64>,
+    /// The transport's peers and the addresses it dials (see `sync_peers`).
+    peers: BTreeMap<u64, SocketAddr>,
+    /// Brokers that asked this one to let them in, until they are registered.
+    joiners: BTreeMap<u64, SocketAddr>,
     view: watch::Sender<Arc<ClusterView>>,
     requests: mpsc::Receiver<Request>,
     rng: ChaCha8Rng,
@@ -226,17 +235,22 @@ impl Node {
             settings: config.raft.clone(),
             logger: logger.clone(),
         };
+        // A joiner's metadata replica starts empty, as a partition learner's:
+        // it learns the configuration from the leader's snapshot once added.
+        let founders: Vec<u64> = config.founders.keys().copied().collect();
+        let voters = if config.founders.contains_key(&config.node_id) { founders } else { Vec::new() };
         let mut metadata =
-            Replica::open(GroupId::Metadata, &config.voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
+            Replica::open(GroupId::Metadata, &voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
         metadata.set_on_applied(config.on_applied.clone());
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
         let handle = NodeHandle {
             node_id: config.node_id,
-            founders: config.voters.len(),
+            founders: config.founders.len(),
             requests: requests_tx,
             view: view.subscribe(),
         };
+        let peers = config.founders.iter().filter(|(&id, _)| id != config.node_id).map(|(&id, &a)| (id, a)).collect();
         let mut node = Node {
             config,
             env,
@@ -246,6 +260,8 @@ impl Node {
             failed: BTreeMap::new(),
             hints: BTreeMap::new(),
             completing: BTreeMap::new(),
+            peers,
+            joiners: BTreeMap::new(),
             view,
             requests,
             rng,
@@ -253,6 +269,7 @@ impl Node {
             logger,
         };
         node.reconcile()?;
+        node.sync_peers();
         node.publish_view();
         Ok((node, handle))
     }
@@ -303,6 +320,7 @@ impl Node {
             self.enforce_retention(wall_clock_ms());
         }
         self.drive_moves();
+        self.drive_metadata_membership()?;
         if self.failed.values().any(|&due| due <= self.ticks) {
             let ticks = self.ticks;
             self.failed.retain(|_, due| *due > ticks);
@@ -365,7 +383,7 @@ impl Node {
         for (group, topic, partition, target) in moves {
             let Some(replica) = self.partitions.get_mut(&group) else { continue };
             let voters: Vec<u64> = target.iter().map(|&b| b as u64).collect();
-            match replica.drive_membership(&voters) {
+            match replica.drive_membership(&voters, &[]) {
                 Ok(Some(Step::Done)) => {
                     let due = self.completing.get(&group).is_none_or(|&at| at + ANNOUNCE_TICKS <= self.ticks);
                     if due {
@@ -388,6 +406,91 @@ impl Node {
         }
     }
 
+    /// The metadata group's leader moves its membership towards
+    /// `ClusterMetadata::metadata_members`: every broker in the cluster a
+    /// member, 3 or 5 of them voters, one configuration change at a time.
+    fn drive_metadata_membership(&mut self) -> Result<(), NodeError> {
+        if !self.metadata.is_leader() {
+            return Ok(());
+        }
+        let founders: Vec<i32> = self.config.founders.keys().map(|&id| id as i32).collect();
+        let members = self.metadata.machine.state().metadata_members(&founders);
+        let ids = |set: &std::collections::BTreeSet<i32>| set.iter().map(|&id| id as u64).collect::<Vec<u64>>();
+        self.metadata.drive_membership(&ids(&members.voters), &ids(&members.learners)).map_err(NodeError::Metadata)?;
+        Ok(())
+    }
+
+    /// Links the transport to every broker this one may need to talk to: the
+    /// registered brokers (at their registered raft address), the founders
+    /// not registered yet (at their configured one) and the brokers asking to
+    /// join. A broker unregistered is dropped.
+    fn sync_peers(&mut self) {
+        let me = self.config.node_id;
+        let state = self.metadata.machine.state();
+        self.joiners.retain(|&id, _| state.broker(id as i32).is_none() && !state.is_removed(id as i32));
+        let mut wanted: BTreeMap<u64, SocketAddr> = self.joiners.clone();
+        for (&id, &addr) in &self.config.founders {
+            if state.broker(id as i32).is_none() && !state.is_removed(id as i32) {
+                wanted.insert(id, addr);
+            }
+        }
+        for (id, broker) in state.brokers() {
+            match broker.raft.as_deref().map(str::parse::<SocketAddr>) {
+                Some(Ok(addr)) => {
+                    wanted.insert(id as u64, addr);
+                }
+                // Registered before brokers registered their raft address: a
+                // founder, at its configured address, until it registers again.
+                None => {
+                    if let Some(&addr) = self.config.founders.get(&(id as u64)) {
+                        wanted.insert(id as u64, addr);
+                    }
+                }
+                Some(Err(e)) => slog::warn!(self.logger, "unusable raft address"; "broker" => id, "error" => %e),
+            }
+        }
+        wanted.remove(&me);
+        let gone: Vec<u64> = self.peers.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        for id in gone {
+            slog::info!(self.logger, "broker left the cluster; peer dropped"; "peer" => id);
+            self.transport.remove_peer(id);
+            self.peers.remove(&id);
+        }
+        for (id, addr) in wanted {
+            if self.peers.get(&id) != Some(&addr) {
+                slog::info!(self.logger, "peer linked"; "peer" => id, "raft" => %addr);
+                if self.transport.add_peer(id, addr).is_ok() {
+                    self.peers.insert(id, addr);
+                }
+            }
+        }
+    }
+
+    /// A broker asks to be let in: link to it, and propose its registration.
+    fn on_join(&mut self, from: u64, id: u64, raft: String, host: String, port: u16) {
+        let state = self.metadata.machine.state();
+        let addr = match raft.parse::<SocketAddr>() {
+            Ok(addr) if from == id && i32::try_from(id).is_ok() && !state.is_removed(id as i32) => addr,
+            _ => {
+                slog::warn!(self.logger, "join request refused"; "from" => from, "id" => id, "raft" => raft);
+                return;
+            }
+        };
+        let registered = state
+            .broker(id as i32)
+            .is_some_and(|b| b.host == host && b.port == port && b.raft.as_deref() == Some(raft.as_str()));
+        if state.broker(id as i32).is_none() {
+            self.joiners.insert(id, addr);
+            self.sync_peers();
+        }
+        if !registered && self.metadata.leader().is_some() {
+            let command = Command::RegisterBroker { id: id as i32, host, port, rack: None, raft: Some(raft) };
+            if let Err(e) = self.metadata.propose(command.encode()) {
+                slog::debug!(self.logger, "join registration not proposed"; "broker" => id, "error" => %e);
+            }
+        }
+    }
+
     fn on_peer(&mut self, from: u64, payload: &[u8]) {
         match PeerMessage::decode(payload) {
             Ok(PeerMessage::Raft { group: GroupId::Metadata, message }) => self.metadata.step(message),
@@ -404,6 +507,7 @@ impl Node {
                     self.publish_view();
                 }
             }
+            Ok(PeerMessage::Join { id, raft, host, port }) => self.on_join(from, id, raft, host, port),
             Err(e) => slog::warn!(self.logger, "undecodable peer message"; "from" => from, "error" => %e),
         }
     }
@@ -480,6 +584,7 @@ impl Node {
         }
         if self.metadata.machine.state().epoch() != metadata_epoch {
             self.reconcile()?;
+            self.sync_peers();
         }
         self.publish_view();
         Ok(())
@@ -567,25 +672,30 @@ impl Node {
         }
     }
 
-    /// Proposes this broker's registration until the metadata shows it.
+    /// Proposes this broker's registration until the metadata shows it; a
+    /// joiner also asks the founders to let it in (it cannot propose before
+    /// the metadata group has added it). A broker removed from the cluster
+    /// stays out.
     fn register(&mut self) {
         let me = self.config.node_id as i32;
-        let registered = self
-            .metadata
-            .machine
-            .state()
-            .broker(me)
-            .is_some_and(|b| b.host == self.config.advertised_host && b.port == self.config.advertised_port);
-        if registered || self.metadata.leader().is_none() {
+        let raft = self.config.raft_address.to_string();
+        let (host, port) = (&self.config.advertised_host, self.config.advertised_port);
+        let state = self.metadata.machine.state();
+        let registered =
+            state.broker(me).is_some_and(|b| b.host == *host && b.port == port && b.raft.as_deref() == Some(&raft));
+        if registered || state.is_removed(me) {
             return;
         }
-        let command = Command::RegisterBroker {
-            id: me,
-            host: self.config.advertised_host.clone(),
-            port: self.config.advertised_port,
-            rack: None,
-        };
-        let _ = self.metadata.propose(command.encode());
+        if !self.config.founders.contains_key(&self.config.node_id) {
+            let join = PeerMessage::Join { id: me as u64, raft: raft.clone(), host: host.clone(), port }.encode();
+            for &founder in self.config.founders.keys() {
+                self.send(founder, join.clone());
+            }
+        }
+        if self.metadata.leader().is_some() {
+            let command = Command::RegisterBroker { id: me, host: host.clone(), port, rack: None, raft: Some(raft) };
+            let _ = self.metadata.propose(command.encode());
+        }
     }
 
     /// Hands a payload to the transport. Raft tolerates lost messages (it

@@ -283,7 +283,7 @@ impl Cluster {
         let mut steps = Vec::new();
         for _ in 0..500 {
             let leader = self.leader();
-            let step = self.replicas.get_mut(&leader).expect("leader").drive_membership(target).expect("drive");
+            let step = self.replicas.get_mut(&leader).expect("leader").drive_membership(target, &[]).expect("drive");
             let step = step.expect("the leader drives");
             if step == Step::Done {
                 return steps;
@@ -721,7 +721,7 @@ fn a_cancelled_move_removes_the_learner_and_keeps_the_voters() {
     c.produce(5);
     c.add_empty(4);
     let leader = c.leader();
-    let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[1, 2, 4]).expect("drive");
+    let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[1, 2, 4], &[]).expect("drive");
     assert_eq!(step, Some(Step::AddLearner(4)));
     c.settle();
     assert_eq!(applied_confs(&c, &[1, 2, 3, 4]), vec![(vec![1, 2, 3], vec![4]); 4]);

@@ -11,12 +11,22 @@ use super::topic::{Broker, BrokerId, Topic, TopicId};
 /// One entry of the metadata raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Adds a broker, or updates the address of a registered one.
+    /// Adds a broker, or updates the address of a registered one. Refused
+    /// for an id that was unregistered: that broker left for good.
     RegisterBroker {
         id: BrokerId,
         host: String,
         port: u16,
         rack: Option<String>,
+        /// Its raft transport address; absent from commands written before
+        /// brokers could join.
+        #[serde(default)]
+        raft: Option<String>,
+    },
+    /// Takes a broker out of the cluster for good, once no partition replica
+    /// (nor a move's target) names it. Its id is never registered again.
+    UnregisterBroker {
+        id: BrokerId,
     },
     /// The machine computes the replica assignment; the proposer supplies the
     /// uuid so that the machine stays deterministic.
@@ -75,6 +85,9 @@ pub enum Outcome {
     BrokerRegistered {
         id: BrokerId,
         previous: Option<Broker>,
+    },
+    BrokerUnregistered {
+        id: BrokerId,
     },
     TopicCreated {
         name: String,

@@ -29,6 +29,10 @@ pub enum MetadataError {
     InternalTopic { name: String, reason: &'static str },
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("broker {broker} still holds a replica of {topic:?} partition {partition}: move it off first (keel cluster decommission)")]
+    BrokerInUse { broker: super::topic::BrokerId, topic: String, partition: i32 },
+    #[error("broker {0} was removed from the cluster; a new broker needs a new id")]
+    BrokerRemoved(super::topic::BrokerId),
     #[error("broker {0} is not registered")]
     UnknownBroker(super::topic::BrokerId),
     #[error("producer ids are exhausted")]
@@ -47,7 +51,9 @@ impl MetadataError {
     /// The code a Kafka client gets for this rejection.
     pub fn code(&self) -> ErrorCode {
         match self {
-            MetadataError::InvalidBroker(_) => ErrorCode::InvalidRequest,
+            MetadataError::InvalidBroker(_) | MetadataError::BrokerInUse { .. } | MetadataError::BrokerRemoved(_) => {
+                ErrorCode::InvalidRequest
+            }
             MetadataError::InvalidTopicName { .. }
             | MetadataError::TopicNameCollision { .. }
             | MetadataError::InternalTopic { .. } => ErrorCode::InvalidTopicException,

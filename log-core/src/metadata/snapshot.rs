@@ -21,6 +21,9 @@ struct StateRef<'a> {
     topics: &'a BTreeMap<String, Topic>,
     next_producer_id: i64,
     producer_id_blocks: &'a BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Left out while empty: a state without removals encodes as before.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    removed: &'a BTreeSet<BrokerId>,
 }
 
 /// The same fields read back, unchecked: topics and assignments exist only
@@ -35,6 +38,9 @@ struct State {
     next_producer_id: i64,
     #[serde(default)]
     producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Absent from states written before brokers could leave.
+    #[serde(default)]
+    removed: BTreeSet<BrokerId>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +79,7 @@ impl Serialize for ClusterMetadata {
             topics: &self.topics,
             next_producer_id: self.next_producer_id,
             producer_id_blocks: &self.producer_id_blocks,
+            removed: &self.removed,
         }
         .serialize(serializer)
     }
@@ -80,10 +87,12 @@ impl Serialize for ClusterMetadata {
 
 impl<'de> Deserialize<'de> for ClusterMetadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks } = State::deserialize(deserializer)?;
+        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed } =
+            State::deserialize(deserializer)?;
         let topics: BTreeMap<String, Topic> = topics.into_iter().map(|(name, t)| (name, t.into())).collect();
         let names_by_id = topics.iter().map(|(name, t)| (t.id, name.clone())).collect();
-        let state = ClusterMetadata { epoch, brokers, topics, next_producer_id, producer_id_blocks, names_by_id };
+        let state =
+            ClusterMetadata { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed, names_by_id };
         state.check().map_err(serde::de::Error::custom)?;
         Ok(state)
     }
@@ -104,6 +113,9 @@ impl ClusterMetadata {
     pub(super) fn check(&self) -> Result<(), String> {
         for (id, broker) in &self.brokers {
             topic::validate_broker(*id, broker).map_err(|e| format!("broker {id}: {e}"))?;
+            if self.removed.contains(id) {
+                return Err(format!("broker {id} is both registered and removed"));
+            }
         }
         let unified: BTreeSet<Vec<u8>> = self.topics.keys().map(|name| topic::unified(name)).collect();
         if unified.len() != self.topics.len() {
@@ -171,7 +183,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_broken_states() {
         let mut m = ClusterMetadata::default();
-        m.apply(Command::RegisterBroker { id: 1, host: "h".into(), port: 1, rack: None }).unwrap();
+        m.apply(Command::RegisterBroker { id: 1, host: "h".into(), port: 1, rack: None, raft: None }).unwrap();
         let create = Command::CreateTopic {
             name: "t".into(),
             id: [7; 16],

@@ -22,6 +22,10 @@ pub struct Broker {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Where other brokers reach its raft transport (`host:port`); absent
+    /// from registrations written before brokers could join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<String>,
 }
 
 /// The replicas of one partition, preferred leader first, and the move in
@@ -166,6 +170,9 @@ pub(super) fn validate_broker(id: BrokerId, broker: &Broker) -> Result<(), &'sta
     }
     if broker.port == 0 {
         return Err("the port is 0");
+    }
+    if broker.raft.as_deref().is_some_and(|raft| raft.rsplit_once(':').is_none_or(|(host, _)| host.is_empty())) {
+        return Err("the raft address is not host:port");
     }
     Ok(())
 }

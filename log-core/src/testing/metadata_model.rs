@@ -80,7 +80,11 @@ pub enum Op {
         #[generator(0..16u16)]
         port: u16,
         rack: Option<bool>,
+        /// The raft address's port; 0 gives an address that is not host:port.
+        raft: Option<RaftPort>,
     },
+    /// Takes a broker out for good (refused while it holds replicas).
+    Unregister(Broker8),
     Create {
         name: Name,
         /// The uuid's last byte; 0 and 1 are Kafka's reserved uuids.
@@ -115,6 +119,10 @@ pub enum Op {
         other: Vec<Broker8>,
     },
 }
+
+/// The port of a raft address; 0 stands for one that is not host:port.
+#[derive(Clone, Copy, Debug, TypeGenerator)]
+pub struct RaftPort(#[generator(0..4u8)] pub u8);
 
 /// A broker id in -1..8.
 #[derive(Clone, Copy, Debug, TypeGenerator)]
@@ -157,12 +165,14 @@ pub fn command_with(op: &Op, target: impl Fn(&str, i32) -> Option<Vec<BrokerId>>
 pub fn command(op: &Op) -> Command {
     match op {
         Op::Reassign { .. } | Op::Complete { .. } => command_with(op, |_, _| None),
-        Op::Register { id, host, port, rack } => Command::RegisterBroker {
+        Op::Register { id, host, port, rack, raft } => Command::RegisterBroker {
             id: *id,
             host: if *host == 0 { String::new() } else { format!("host{host}") },
             port: *port,
             rack: rack.map(|r| format!("rack{}", r as u8)),
+            raft: raft.map(|RaftPort(r)| if r == 0 { "nohost".to_owned() } else { format!("host{r}:{r}") }),
         },
+        Op::Unregister(Broker8(id)) => Command::UnregisterBroker { id: *id },
         Op::Create { name: n, id, partitions, replication_factor, configs } => {
             let mut uuid = [0u8; 16];
             uuid[15] = *id;
@@ -190,6 +200,7 @@ struct ModelBroker {
     host: String,
     port: u16,
     rack: Option<String>,
+    raft: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +245,8 @@ struct Model {
     topics: Vec<ModelTopic>,
     /// Every block of producer ids handed out, in order: (broker, first id, token).
     producer_id_blocks: Vec<(BrokerId, i64, u64)>,
+    /// Brokers unregistered, in order.
+    removed: Vec<BrokerId>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -263,12 +276,28 @@ impl Model {
     /// the caller records the machine's once it has checked it).
     fn apply(&mut self, command: &Command) -> Result<(), ErrorCode> {
         match command {
-            Command::RegisterBroker { id, host, port, rack } => {
-                if *id < 0 || host.is_empty() || *port == 0 {
+            Command::RegisterBroker { id, host, port, rack, raft } => {
+                let bad_raft = raft.as_ref().is_some_and(|r| !r.contains(':'));
+                if *id < 0 || host.is_empty() || *port == 0 || bad_raft || self.removed.contains(id) {
                     return Err(ErrorCode::InvalidRequest);
                 }
                 self.brokers.retain(|b| b.id != *id);
-                self.brokers.push(ModelBroker { id: *id, host: host.clone(), port: *port, rack: rack.clone() });
+                let broker =
+                    ModelBroker { id: *id, host: host.clone(), port: *port, rack: rack.clone(), raft: raft.clone() };
+                self.brokers.push(broker);
+            }
+            Command::UnregisterBroker { id } => {
+                if !self.brokers.iter().any(|b| b.id == *id) {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                let named = |t: &ModelTopic, p: usize| {
+                    t.assignment[p].contains(id) || t.moves[p].as_ref().is_some_and(|(target, ..)| target.contains(id))
+                };
+                if self.topics.iter().any(|t| (0..t.partitions).any(|p| named(t, p))) {
+                    return Err(ErrorCode::InvalidRequest);
+                }
+                self.brokers.retain(|b| b.id != *id);
+                self.removed.push(*id);
             }
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
                 if !valid_name(name) {
@@ -414,7 +443,13 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     brokers.sort_by_key(|b| b.id);
     let observed: Vec<ModelBroker> = machine
         .brokers()
-        .map(|(id, b)| ModelBroker { id, host: b.host.clone(), port: b.port, rack: b.rack.clone() })
+        .map(|(id, b)| ModelBroker {
+            id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+            raft: b.raft.clone(),
+        })
         .collect();
     assert_eq!(observed, brokers);
 
@@ -456,7 +491,8 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     }
 
     for broker in -1..8 {
-        let newest = model.producer_id_blocks.iter().rev().find(|(b, ..)| *b == broker);
+        // A removed broker's blocks are forgotten (its ids stay allocated).
+        let newest = model.producer_id_blocks.iter().rev().find(|(b, ..)| *b == broker && !model.removed.contains(b));
         let observed = machine.producer_id_block(broker).map(|block| (block.first, block.token));
         assert_eq!(observed, newest.map(|(_, first, token)| (*first, *token)));
     }
@@ -510,6 +546,10 @@ pub fn run(ops: &[Op], restore_at: usize) {
             (Ok(Outcome::BrokerRegistered { id, previous }), Command::RegisterBroker { id: asked, .. }) => {
                 assert_eq!((id, previous), (*asked, previous_broker));
             }
+            (Ok(Outcome::BrokerUnregistered { id }), Command::UnregisterBroker { id: asked }) => {
+                assert_eq!(id, *asked);
+                assert!(machine.is_removed(id) && machine.broker(id).is_none());
+            }
             (Ok(Outcome::TopicCreated { name, id }), Command::CreateTopic { name: asked, id: asked_id, .. }) => {
                 assert_eq!((&name, &id), (asked, asked_id));
                 let topic = model.topics.last_mut().expect("model created it too");
@@ -560,8 +600,9 @@ pub fn run(ops: &[Op], restore_at: usize) {
 /// `ops` on a cluster that starts with 1 to 7 brokers (from `brokers`), so that
 /// more creates succeed and topics pile up.
 pub fn populated(brokers: u8, ops: &[Op]) -> Vec<Op> {
-    let mut all: Vec<Op> =
-        (0..1 + i32::from(brokers) % 7).map(|id| Op::Register { id, host: 1, port: 9092, rack: None }).collect();
+    let mut all: Vec<Op> = (0..1 + i32::from(brokers) % 7)
+        .map(|id| Op::Register { id, host: 1, port: 9092, rack: None, raft: Some(RaftPort(1)) })
+        .collect();
     all.extend(ops.iter().cloned());
     all
 }

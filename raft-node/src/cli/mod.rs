@@ -294,6 +294,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
             kafka: KafkaSection { listen: localhost(port + i - 1), advertised: None },
             raft: RaftSection {
                 listen: localhost(port + i - 1 + 10000),
+                advertised: None,
                 tick_ms: 100,
                 election_ticks: 10,
                 heartbeat_ticks: 2,

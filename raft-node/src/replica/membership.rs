@@ -8,7 +8,9 @@
 //!    voters not in the target;
 //! 3. a leader that is not an incoming voter hands leadership to one, and
 //!    the leader (an incoming voter) leaves the joint configuration;
-//! 4. learners outside the target (a cancelled move) are removed.
+//! 4. learners outside the target (a cancelled move) are removed, unless
+//!    they are wanted as learners (the metadata group keeps every broker
+//!    that is not a voter as one), and wanted learners are added.
 //!
 //! The step is computed afresh from the applied configuration each time, so
 //! a new leader (after a failover mid-move) carries on where the old one
@@ -21,7 +23,7 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 /// What the leader does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// The voters are the target and there are no learners.
+    /// The voters are the target and the learners the wanted ones.
     Done,
     /// A learner is still catching up, or a change is in flight.
     Wait,
@@ -37,12 +39,14 @@ pub enum Step {
     LeaveJoint,
 }
 
-/// The next step towards `target` from the applied configuration `conf`,
-/// on leader `leader`; `matched(id)` is how far a member's log is known to
-/// agree with the leader's, `caught_up_at` the index a learner must reach
-/// before it may vote (the leader's commit index).
+/// The next step towards voters `target` and learners `keep` (disjoint
+/// from `target`) from the applied configuration `conf`, on leader `leader`;
+/// `matched(id)` is how far a member's log is known to agree with the
+/// leader's, `caught_up_at` the index a learner must reach before it may vote
+/// (the leader's commit index).
 pub fn next_step(
     target: &BTreeSet<u64>,
+    keep: &BTreeSet<u64>,
     conf: &ConfState,
     leader: u64,
     matched: impl Fn(u64) -> u64,
@@ -59,17 +63,22 @@ pub fn next_step(
             None => Step::Wait,
         };
     }
-    if let Some(&stale) = learners.difference(target).next() {
+    if let Some(&stale) = learners.iter().find(|id| !target.contains(id) && !keep.contains(id)) {
         return Step::RemoveLearner(stale);
     }
     if let Some(&new) = target.iter().find(|id| !voters.contains(id) && !learners.contains(id)) {
         return Step::AddLearner(new);
     }
     if voters == *target {
-        return Step::Done;
+        // Voters leaving become learners again after the joint change.
+        return match keep.iter().find(|id| !voters.contains(id) && !learners.contains(id)) {
+            Some(&new) => Step::AddLearner(new),
+            None => Step::Done,
+        };
     }
-    // Every target member not voting is now a learner.
-    if learners.iter().any(|&id| matched(id) < caught_up_at) {
+    // Every target member not voting is now a learner; only those about to
+    // vote must have caught up (a kept learner may lag, or be down).
+    if target.iter().any(|&id| !voters.contains(&id) && matched(id) < caught_up_at) {
         return Step::Wait;
     }
     Step::EnterJoint {
@@ -117,19 +126,50 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    fn none() -> BTreeSet<u64> {
+        BTreeSet::new()
+    }
+
+    #[test]
+    fn kept_learners_stay_and_a_leaving_voter_is_replaced_first() {
+        let (t, keep) = (target(&[1, 2, 3]), target(&[4]));
+        let all = |_| 10;
+        assert_eq!(next_step(&t, &keep, &conf(&[1, 2, 3], &[], &[]), 1, all, 10), Step::AddLearner(4));
+        assert_eq!(
+            next_step(&t, &keep, &conf(&[1, 2, 3], &[], &[4]), 1, |_| 0, 10),
+            Step::Done,
+            "a kept learner may lag"
+        );
+        // Voter 2 leaves; learner 4 replaces it in one joint change, so the
+        // group keeps three voters throughout.
+        let t = target(&[1, 3, 4]);
+        assert_eq!(
+            next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[4]), 1, all, 10),
+            Step::EnterJoint { add: vec![4], remove: vec![2] }
+        );
+        // A voter demoted to learner (still in the cluster) comes back as one.
+        assert_eq!(next_step(&t, &target(&[2]), &conf(&[1, 3, 4], &[], &[]), 1, all, 10), Step::AddLearner(2));
+        let lagging_keep = |id| if id == 5 { 0 } else { 10 };
+        assert_eq!(
+            next_step(&t, &target(&[5]), &conf(&[1, 2, 3], &[], &[4, 5]), 1, lagging_keep, 10),
+            Step::EnterJoint { add: vec![4], remove: vec![2] },
+            "a lagging kept learner does not hold up a promotion"
+        );
+    }
+
     #[test]
     fn a_move_adds_learners_then_swaps_voters_jointly() {
         let t = target(&[1, 2, 4]);
         let all = |_| 10;
-        assert_eq!(next_step(&t, &conf(&[1, 2, 3], &[], &[]), 1, all, 10), Step::AddLearner(4));
+        assert_eq!(next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[]), 1, all, 10), Step::AddLearner(4));
         let lagging = |id| if id == 4 { 9 } else { 10 };
-        assert_eq!(next_step(&t, &conf(&[1, 2, 3], &[], &[4]), 1, lagging, 10), Step::Wait);
+        assert_eq!(next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[4]), 1, lagging, 10), Step::Wait);
         assert_eq!(
-            next_step(&t, &conf(&[1, 2, 3], &[], &[4]), 1, all, 10),
+            next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[4]), 1, all, 10),
             Step::EnterJoint { add: vec![4], remove: vec![3] }
         );
-        assert_eq!(next_step(&t, &conf(&[1, 2, 4], &[1, 2, 3], &[]), 1, all, 10), Step::LeaveJoint);
-        assert_eq!(next_step(&t, &conf(&[4, 2, 1], &[], &[]), 1, all, 10), Step::Done);
+        assert_eq!(next_step(&t, &none(), &conf(&[1, 2, 4], &[1, 2, 3], &[]), 1, all, 10), Step::LeaveJoint);
+        assert_eq!(next_step(&t, &none(), &conf(&[4, 2, 1], &[], &[]), 1, all, 10), Step::Done);
     }
 
     #[test]
@@ -137,21 +177,25 @@ mod tests {
         let t = target(&[2, 3, 4]);
         let matched = |id| [0, 10, 7, 9, 8][id as usize];
         assert_eq!(
-            next_step(&t, &conf(&[1, 2, 3], &[], &[4]), 1, matched, 8),
+            next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[4]), 1, matched, 8),
             Step::EnterJoint { add: vec![4], remove: vec![1] }
         );
         let joint = conf(&[2, 3, 4], &[1, 2, 3], &[]);
-        assert_eq!(next_step(&t, &joint, 1, matched, 8), Step::TransferLeader(3), "the most caught-up incoming voter");
-        assert_eq!(next_step(&t, &joint, 3, matched, 8), Step::LeaveJoint);
+        assert_eq!(
+            next_step(&t, &none(), &joint, 1, matched, 8),
+            Step::TransferLeader(3),
+            "the most caught-up incoming voter"
+        );
+        assert_eq!(next_step(&t, &none(), &joint, 3, matched, 8), Step::LeaveJoint);
     }
 
     #[test]
     fn a_cancel_removes_the_learners_and_shrinking_needs_none() {
         let t = target(&[1, 2, 3]);
-        assert_eq!(next_step(&t, &conf(&[1, 2, 3], &[], &[4, 5]), 1, |_| 0, 5), Step::RemoveLearner(4));
+        assert_eq!(next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[4, 5]), 1, |_| 0, 5), Step::RemoveLearner(4));
         let t = target(&[1, 2]);
         assert_eq!(
-            next_step(&t, &conf(&[1, 2, 3], &[], &[]), 1, |_| 0, 5),
+            next_step(&t, &none(), &conf(&[1, 2, 3], &[], &[]), 1, |_| 0, 5),
             Step::EnterJoint { add: vec![], remove: vec![3] }
         );
     }

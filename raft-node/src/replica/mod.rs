@@ -309,10 +309,11 @@ impl<M: Machine> Replica<M> {
         self.raw.raft.prs().conf().to_conf_state()
     }
 
-    /// One step of moving the group's voters to `target`, when this replica
-    /// leads (`None` otherwise); see `membership`. Returns the step taken:
-    /// `Done` once the target is the applied configuration.
-    pub fn drive_membership(&mut self, target: &[u64]) -> Result<Option<membership::Step>, ReplicaError> {
+    /// One step of moving the group's voters to `target` (and its learners
+    /// to `keep`), when this replica leads (`None` otherwise); see
+    /// `membership`. Returns the step taken: `Done` once the target is the
+    /// applied configuration.
+    pub fn drive_membership(&mut self, target: &[u64], keep: &[u64]) -> Result<Option<membership::Step>, ReplicaError> {
         if !self.is_leader() {
             return Ok(None);
         }
@@ -320,10 +321,11 @@ impl<M: Machine> Replica<M> {
             return Ok(Some(membership::Step::Wait));
         }
         let target: std::collections::BTreeSet<u64> = target.iter().copied().collect();
+        let keep: std::collections::BTreeSet<u64> = keep.iter().copied().collect();
         let prs = self.raw.raft.prs();
         let matched = |id: u64| prs.get(id).map_or(0, |pr| pr.matched);
         let committed = self.raw.raft.raft_log.committed;
-        let step = membership::next_step(&target, &self.conf_state(), self.raw.raft.id, matched, committed);
+        let step = membership::next_step(&target, &keep, &self.conf_state(), self.raw.raft.id, matched, committed);
         match &step {
             membership::Step::AddLearner(_) if self.log().snapshot().get_metadata().index == 0 => {
                 // A learner must start from a snapshot that holds the group's
