@@ -30,10 +30,10 @@ const POLL: Duration = Duration::from_millis(250);
 /// A stopped broker that has not exited by then is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The brokers named in every config's `[[cluster]]`. All of them: the added brokers are founders
-/// started late (3 of 5 metadata voters are a majority), since brokers cannot join a running cluster yet.
+/// The brokers named in every config's `[[cluster]]`: the first ones. The added brokers are joiners:
+/// they start empty and ask the founders to let them in.
 pub fn founders(first: usize) -> usize {
-    first + ADDED
+    first
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
