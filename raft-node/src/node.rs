@@ -313,6 +313,7 @@ impl Node {
         self.metadata.tick();
         self.partitions.values_mut().for_each(|r| r.tick());
         if self.ticks % ANNOUNCE_TICKS == 0 {
+            self.sync_peers();
             self.register();
             self.announce(|_| true);
         }
@@ -423,7 +424,9 @@ impl Node {
     /// Links the transport to every broker this one may need to talk to: the
     /// registered brokers (at their registered raft address), the founders
     /// not registered yet (at their configured one) and the brokers asking to
-    /// join. A broker unregistered is dropped.
+    /// join. A broker unregistered is dropped once the metadata group no
+    /// longer has it. Runs on every metadata change and every
+    /// `ANNOUNCE_TICKS` (configuration changes are not metadata changes).
     fn sync_peers(&mut self) {
         let me = self.config.node_id;
         let state = self.metadata.machine.state();
@@ -447,6 +450,14 @@ impl Node {
                     }
                 }
                 Some(Err(e)) => slog::warn!(self.logger, "unusable raft address"; "broker" => id, "error" => %e),
+            }
+        }
+        // A broker unregistered stays linked while the metadata group still
+        // has it (its leader may be handing over to another voter).
+        let conf = self.metadata.conf_state();
+        for id in conf.voters.iter().chain(&conf.voters_outgoing).chain(&conf.learners) {
+            if let (false, Some(&addr)) = (wanted.contains_key(id), self.peers.get(id)) {
+                wanted.insert(*id, addr);
             }
         }
         wanted.remove(&me);
