@@ -71,6 +71,10 @@ impl ClusterMetadata {
                 let removed = before.into_iter().filter(|b| !target.contains(b)).collect();
                 Outcome::ReassignmentCompleted { topic, partition, removed }
             }
+            Command::ReplicaDeleted { topic, partition, broker } => {
+                self.partition_mut(&topic, partition)?.replica_deleted(broker)?;
+                Outcome::ReplicaDeleted { topic, partition, broker }
+            }
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));

@@ -40,6 +40,9 @@ impl PartitionAssignment {
         if self.reassignment.is_some() {
             return Err(MetadataError::ReassignmentInProgress);
         }
+        if let Some(&broker) = target.iter().find(|b| self.leaving.contains(b)) {
+            return Err(MetadataError::ReplicaLeaving(broker));
+        }
         let mut sorted_target = target.clone();
         sorted_target.sort_unstable();
         let mut sorted_current = self.replicas.clone();
@@ -69,12 +72,23 @@ impl PartitionAssignment {
     pub(super) fn complete_reassignment(&mut self, target: &[BrokerId]) -> Result<(), MetadataError> {
         match &self.reassignment {
             Some(moving) if moving.target == target => {
+                self.leaving.extend(self.replicas.iter().filter(|b| !target.contains(b)));
                 self.replicas = target.to_vec();
                 self.reassignment = None;
                 Ok(())
             }
             _ => Err(MetadataError::NoReassignmentInProgress),
         }
+    }
+
+    /// `broker` has deleted the replica a completed move took off it.
+    pub(super) fn replica_deleted(&mut self, broker: BrokerId) -> Result<(), MetadataError> {
+        let before = self.leaving.len();
+        self.leaving.retain(|&b| b != broker);
+        if self.leaving.len() == before {
+            return Err(MetadataError::NotLeaving(broker));
+        }
+        Ok(())
     }
 
     /// The move from the replicas `current` to `target`.
@@ -89,12 +103,19 @@ impl PartitionAssignment {
     /// What `check` demands of a move: the replica set is the target then
     /// the removed brokers, `adding` is within the target.
     pub(super) fn check_reassignment(&self) -> Result<(), &'static str> {
+        let distinct = self.leaving.iter().enumerate().all(|(i, b)| !self.leaving[..i].contains(b));
+        if !distinct || self.leaving.iter().any(|b| self.replicas.contains(b)) {
+            return Err("a leaving broker is repeated or still a replica");
+        }
+        if !self.moved && (self.reassignment.is_some() || !self.leaving.is_empty()) {
+            return Err("a partition with moves is not marked moved");
+        }
         let Some(moving) = &self.reassignment else { return Ok(()) };
         let expected: Vec<BrokerId> = moving.target.iter().chain(&moving.removing).copied().collect();
         if moving.target.is_empty() || self.replicas != expected {
             return Err("a move's replica set is not its target then the replicas it removes");
         }
-        if !moving.adding.iter().all(|b| moving.target.contains(b)) || !self.moved {
+        if !moving.adding.iter().all(|b| moving.target.contains(b)) {
             return Err("a move adds a broker outside its target");
         }
         Ok(())
@@ -121,6 +142,13 @@ mod tests {
         assert_eq!(p.complete_reassignment(&[1, 2, 4]), Err(MetadataError::NoReassignmentInProgress));
         p.complete_reassignment(&[4, 1, 2]).unwrap();
         assert_eq!((p.replicas(), p.reassignment()), (&[4, 1, 2][..], None));
+        assert_eq!(p.check_reassignment(), Ok(()));
+        // Broker 3 comes back only once it has deleted its old replica.
+        assert_eq!(p.leaving(), [3]);
+        assert_eq!(p.start_reassignment(vec![3, 1, 2]), Err(MetadataError::ReplicaLeaving(3)));
+        assert_eq!(p.replica_deleted(4), Err(MetadataError::NotLeaving(4)));
+        p.replica_deleted(3).unwrap();
+        p.start_reassignment(vec![3, 1, 2]).unwrap();
         assert_eq!(p.check_reassignment(), Ok(()));
     }
 

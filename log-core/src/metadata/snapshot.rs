@@ -52,6 +52,8 @@ struct PartitionState {
     reassignment: Option<Reassignment>,
     #[serde(default)]
     moved: bool,
+    #[serde(default)]
+    leaving: Vec<BrokerId>,
 }
 
 impl From<TopicState> for Topic {
@@ -59,7 +61,12 @@ impl From<TopicState> for Topic {
         let partitions = t
             .partitions
             .into_iter()
-            .map(|p| PartitionAssignment { replicas: p.replicas, reassignment: p.reassignment, moved: p.moved })
+            .map(|p| PartitionAssignment {
+                replicas: p.replicas,
+                reassignment: p.reassignment,
+                moved: p.moved,
+                leaving: p.leaving,
+            })
             .collect();
         Topic { id: t.id, partitions, config: t.config }
     }
@@ -128,7 +135,7 @@ impl ClusterMetadata {
                 if p.replicas.is_empty() || distinct.len() != p.replicas.len() {
                     return fail("replicas are empty or repeated");
                 }
-                if !p.replicas.iter().all(|r| self.brokers.contains_key(r)) {
+                if !p.replicas.iter().chain(&p.leaving).all(|r| self.brokers.contains_key(r)) {
                     return fail("a replica is on an unregistered broker");
                 }
                 if let Err(e) = p.check_reassignment() {

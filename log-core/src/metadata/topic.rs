@@ -38,11 +38,16 @@ pub struct PartitionAssignment {
     /// as a learner instead of bootstrapping a configuration of its own.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(super) moved: bool,
+    /// Brokers a completed move removed that have not yet reported their
+    /// replica deleted. None may be added back before it has: its group
+    /// could take the old replica's log for the new replica's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) leaving: Vec<BrokerId>,
 }
 
 impl PartitionAssignment {
     pub(super) fn new(replicas: Vec<BrokerId>) -> Self {
-        PartitionAssignment { replicas, reassignment: None, moved: false }
+        PartitionAssignment { replicas, reassignment: None, moved: false, leaving: Vec::new() }
     }
 
     /// Distinct registered brokers; never empty. During a move, every broker
@@ -56,6 +61,11 @@ impl PartitionAssignment {
     /// The move in progress.
     pub fn reassignment(&self) -> Option<&Reassignment> {
         self.reassignment.as_ref()
+    }
+
+    /// Brokers still to delete the replica a completed move took off them.
+    pub fn leaving(&self) -> &[BrokerId] {
+        &self.leaving
     }
 
     /// The raft voters a replica opened on an empty log bootstraps with:

@@ -105,6 +105,13 @@ pub enum Op {
         partition: i32,
         replicas: Option<Vec<Broker8>>,
     },
+    /// `broker` reports its replica of the partition deleted.
+    Deleted {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        broker: Broker8,
+    },
     /// Completes the move in progress when `current` (the model supplies its
     /// target), else reports `other`.
     Complete {
@@ -150,13 +157,16 @@ pub fn command_with(op: &Op, target: impl Fn(&str, i32) -> Option<Vec<BrokerId>>
             let target = target(&topic, *partition).filter(|_| *current).unwrap_or_else(|| ids(other));
             Command::CompleteReassignment { topic, partition: *partition, target }
         }
+        Op::Deleted { name: n, partition, broker } => {
+            Command::ReplicaDeleted { topic: name(n), partition: *partition, broker: broker.0 }
+        }
         other => command(other),
     }
 }
 
 pub fn command(op: &Op) -> Command {
     match op {
-        Op::Reassign { .. } | Op::Complete { .. } => command_with(op, |_, _| None),
+        Op::Reassign { .. } | Op::Complete { .. } | Op::Deleted { .. } => command_with(op, |_, _| None),
         Op::Register { id, host, port, rack } => Command::RegisterBroker {
             id: *id,
             host: if *host == 0 { String::new() } else { format!("host{host}") },
@@ -205,6 +215,8 @@ struct ModelTopic {
     moves: Vec<Option<ModelMove>>,
     /// Whether a move ever started on each partition.
     moved: Vec<bool>,
+    /// Brokers removed by completed moves, not yet reported deleted.
+    leaving: Vec<Vec<BrokerId>>,
 }
 
 type ModelMove = (Vec<BrokerId>, Vec<BrokerId>, Vec<BrokerId>);
@@ -305,6 +317,7 @@ impl Model {
                     assignment: Vec::new(),
                     moves: vec![None; *partitions as usize],
                     moved: vec![false; *partitions as usize],
+                    leaving: vec![Vec::new(); *partitions as usize],
                 });
             }
             Command::DeleteTopic { name } => {
@@ -338,6 +351,9 @@ impl Model {
                 match (replicas, t.moves[p].clone()) {
                     (Some(_), Some(_)) => return Err(ErrorCode::ReassignmentInProgress),
                     (None, None) => return Err(ErrorCode::NoReassignmentInProgress),
+                    (Some(target), None) if target.iter().any(|b| t.leaving[p].contains(b)) => {
+                        return Err(ErrorCode::ReassignmentInProgress)
+                    }
                     (Some(target), None) => {
                         let mut same = target.clone();
                         same.sort();
@@ -361,11 +377,19 @@ impl Model {
                 let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
                 match &t.moves[p] {
                     Some((moving, ..)) if moving == target => {
+                        let removed = t.assignment[p].iter().filter(|b| !target.contains(b));
+                        t.leaving[p].extend(removed);
                         t.assignment[p] = target.clone();
                         t.moves[p] = None;
                     }
                     _ => return Err(ErrorCode::NoReassignmentInProgress),
                 }
+            }
+            Command::ReplicaDeleted { topic, partition, broker } => {
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let at = t.leaving[p].iter().position(|b| b == broker).ok_or(ErrorCode::UnknownServerError)?;
+                t.leaving[p].remove(at);
             }
         }
         self.epoch += 1;
@@ -434,6 +458,7 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
             assert_eq!(moving, t.moves[p], "partition {p} of {}", t.name);
             let bootstrap = (!t.moved[p]).then_some(&t.assignment[p][..]);
             assert_eq!(partition.bootstrap_voters(), bootstrap);
+            assert_eq!(partition.leaving(), t.leaving[p]);
         }
         let listed: Vec<(String, i32)> =
             machine.reassignments().filter(|(name, ..)| *name == t.name).map(|(n, p, _)| (n.to_owned(), p)).collect();
@@ -531,6 +556,12 @@ pub fn run(ops: &[Op], restore_at: usize) {
                 Command::ReassignPartition { topic: t, partition: p, .. },
             ) => {
                 assert_eq!((&topic, partition), (t, *p));
+            }
+            (
+                Ok(Outcome::ReplicaDeleted { topic, partition, broker }),
+                Command::ReplicaDeleted { topic: t, partition: p, broker: b },
+            ) => {
+                assert_eq!((&topic, partition, broker), (t, *p, *b));
             }
             (
                 Ok(Outcome::ReassignmentCompleted { topic, partition, removed }),
