@@ -229,6 +229,7 @@ impl Node {
         let mut metadata =
             Replica::open(GroupId::Metadata, &config.voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
         metadata.set_on_applied(config.on_applied.clone());
+        metadata.set_durable_apply();
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
         let handle = NodeHandle {
@@ -298,6 +299,7 @@ impl Node {
         if self.ticks % ANNOUNCE_TICKS == 0 {
             self.register();
             self.announce(|_| true);
+            self.report_deleted();
         }
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
@@ -385,6 +387,30 @@ impl Node {
         }
         for group in failed {
             self.fail(group);
+        }
+    }
+
+    /// Tells the metadata group which replicas moved off this broker it has
+    /// deleted (`reconcile` deletes them), so that later moves may bring the
+    /// partition back here: until then its group could take the old
+    /// replica's log for the new one's.
+    fn report_deleted(&mut self) {
+        let me = self.config.node_id;
+        let mut deleted = Vec::new();
+        for (name, topic) in self.metadata.machine.state().topics() {
+            for (index, assignment) in topic.partitions().iter().enumerate() {
+                let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
+                let gone = !self.partitions.contains_key(&group) && !self.failed.contains_key(&group);
+                if gone && assignment.leaving().iter().any(|&b| b as u64 == me) {
+                    deleted.push((name.to_owned(), index as i32));
+                }
+            }
+        }
+        for (topic, partition) in deleted {
+            let command = Command::ReplicaDeleted { topic, partition, broker: me as i32 };
+            if let Err(e) = self.metadata.propose(command.encode()) {
+                slog::debug!(self.logger, "replica deletion not reported"; "error" => %e);
+            }
         }
     }
 
@@ -514,6 +540,7 @@ impl Node {
             })
             .copied()
             .collect();
+        let any_moved_off = !moved_off.is_empty();
         for group in moved_off {
             slog::info!(self.logger, "replica moved off this broker; deleting its data"; "group" => %group);
             self.partitions.remove(&group);
@@ -522,6 +549,9 @@ impl Node {
             for name in self.env.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
                 self.env.disk.remove(&name)?;
             }
+        }
+        if any_moved_off {
+            self.report_deleted();
         }
         let mut wanted = Vec::new();
         for (_, topic) in self.metadata.machine.state().topics() {
@@ -545,6 +575,11 @@ impl Node {
             };
             match Replica::open(group, &voters, seed, &env) {
                 Ok(mut replica) => {
+                    if let Some(hook) = &self.config.on_applied {
+                        // A replica opened (again, or anew after a move back
+                        // here) applies from its own start.
+                        hook.call(&group, &[]);
+                    }
                     replica.set_on_applied(self.config.on_applied.clone());
                     self.partitions.insert(group, replica);
                 }

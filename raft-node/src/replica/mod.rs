@@ -159,7 +159,8 @@ pub struct ReplicaEnv {
 }
 
 /// Sees every committed entry as a replica applies it (the simulator checks
-/// that committed entries never change); production has none.
+/// that committed entries never change), and no entries when the node opens
+/// a partition replica (which applies from its own start); production has none.
 #[derive(Clone)]
 pub struct AppliedHook(Arc<AppliedFn>);
 
@@ -200,6 +201,8 @@ pub struct Replica<M: Machine> {
     /// it: a snapshot records the configuration as applied now, so none may
     /// be taken below this index (it would name the wrong members).
     last_conf_change: u64,
+    /// The commit is stored before entries are applied (see `set_durable_apply`).
+    durable_apply: bool,
     logger: Logger,
 }
 
@@ -259,6 +262,7 @@ impl<M: Machine> Replica<M> {
             on_applied: None,
             ticks_since_commit_sync: 0,
             last_conf_change,
+            durable_apply: false,
             logger,
         };
         replica.observe();
@@ -267,6 +271,14 @@ impl<M: Machine> Replica<M> {
 
     pub fn set_on_applied(&mut self, hook: Option<AppliedHook>) {
         self.on_applied = hook;
+    }
+
+    /// Stores the commit index before applying entries, instead of lazily:
+    /// after a restart the machine then recovers at least every entry it
+    /// had applied, so what was acted on is never seen undone (the metadata
+    /// group: a broker deletes a replica moved off it by what it applied).
+    pub fn set_durable_apply(&mut self) {
+        self.durable_apply = true;
     }
 
     pub fn role(&self) -> StateRole {
@@ -589,6 +601,12 @@ impl<M: Machine> Replica<M> {
     fn apply(&mut self, entries: &[Entry]) -> Result<(), ReplicaError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        let last = entries[entries.len() - 1].index;
+        if self.durable_apply && self.log().hard_state().commit < last {
+            let hs = self.storable_hard_state();
+            debug_assert!(hs.commit >= last, "applying entries beyond the commit");
+            self.store_hard_state(hs)?;
         }
         if let Some(hook) = &self.on_applied {
             hook.call(&self.group, entries);
