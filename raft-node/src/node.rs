@@ -28,6 +28,7 @@ use crate::replica::membership::Step;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
 use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
+use crate::replica_id::{broker_of, replica_id};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
 
@@ -84,6 +85,15 @@ impl ClockRate {
     fn period(&self, tick: Duration) -> Duration {
         tick * 100 / self.percent()
     }
+}
+
+/// A partition the metadata is moving: its target brokers and their raft ids.
+struct Moving {
+    group: GroupId,
+    topic: String,
+    partition: i32,
+    target: Vec<i32>,
+    voters: Vec<u64>,
 }
 
 /// Who leads a group, and in which term (a higher term wins).
@@ -354,19 +364,19 @@ impl Node {
     /// again every `ANNOUNCE_TICKS` until the metadata shows it.
     fn drive_moves(&mut self) {
         let state = self.metadata.machine.state();
-        let moves: Vec<(GroupId, String, i32, Vec<i32>)> = state
+        let moves: Vec<Moving> = state
             .reassignments()
             .filter_map(|(name, partition, assignment)| {
-                let topic = state.topic(name)?;
+                let group = GroupId::Partition { topic: state.topic(name)?.id(), partition };
                 let target = assignment.reassignment()?.target.clone();
-                Some((GroupId::Partition { topic: topic.id(), partition }, name.to_owned(), partition, target))
+                let voters = target.iter().map(|&b| replica_id(b as u64, assignment.generation(b))).collect();
+                Some(Moving { group, topic: name.to_owned(), partition, target, voters })
             })
             .collect();
-        self.completing.retain(|group, _| moves.iter().any(|(g, ..)| g == group));
+        self.completing.retain(|group, _| moves.iter().any(|m| m.group == *group));
         let mut failed = Vec::new();
-        for (group, topic, partition, target) in moves {
+        for Moving { group, topic, partition, target, voters } in moves {
             let Some(replica) = self.partitions.get_mut(&group) else { continue };
-            let voters: Vec<u64> = target.iter().map(|&b| b as u64).collect();
             match replica.drive_membership(&voters) {
                 Ok(Some(Step::Done)) => {
                     let due = self.completing.get(&group).is_none_or(|&at| at + ANNOUNCE_TICKS <= self.ticks);
@@ -418,7 +428,10 @@ impl Node {
         match PeerMessage::decode(payload) {
             Ok(PeerMessage::Raft { group: GroupId::Metadata, message }) => self.metadata.step(message),
             Ok(PeerMessage::Raft { group, message }) => match self.partitions.get_mut(&group) {
-                Some(replica) => replica.step(message),
+                Some(replica) if message.to == replica.id() => replica.step(message),
+                // For another generation of this broker's replica: stale.
+                Some(_) => slog::debug!(self.logger, "message for another replica generation"; "group" => %group,
+                    "from" => from, "to" => message.to),
                 // Not created here yet (metadata still on its way) or deleted:
                 // raft retries, so dropping is safe.
                 None => slog::debug!(self.logger, "message for unknown group"; "group" => %group, "from" => from),
@@ -501,7 +514,7 @@ impl Node {
             self.fail(group);
         }
         for (group, message) in outbox.messages {
-            let to = message.to;
+            let to = broker_of(message.to);
             self.send(to, PeerMessage::Raft { group, message }.encode());
         }
         if self.metadata.machine.state().epoch() != metadata_epoch {
@@ -561,15 +574,21 @@ impl Node {
                 if assignment.replicas().iter().any(|&b| b as u64 == me) && !open {
                     // Empty voters once the group may have moved: the replica
                     // joins as a learner and learns its configuration.
-                    let voters: Vec<u64> =
-                        assignment.bootstrap_voters().unwrap_or_default().iter().map(|&b| b as u64).collect();
-                    wanted.push((group, voters, self.segment_bytes(topic.config())));
+                    let voters: Vec<u64> = assignment
+                        .bootstrap_voters()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&b| replica_id(b as u64, 0))
+                        .collect();
+                    let id = replica_id(me, assignment.generation(me as i32));
+                    wanted.push((group, id, voters, self.segment_bytes(topic.config())));
                 }
             }
         }
-        for (group, voters, segment_bytes) in wanted {
+        for (group, id, voters, segment_bytes) in wanted {
             let seed = self.rng.next_u64();
             let env = ReplicaEnv {
+                node_id: id,
                 log_config: LogConfig { segment_bytes, ..self.env.log_config.clone() },
                 ..self.env.clone()
             };

@@ -73,6 +73,7 @@ impl PartitionAssignment {
         match &self.reassignment {
             Some(moving) if moving.target == target => {
                 self.leaving.extend(self.replicas.iter().filter(|b| !target.contains(b)));
+                self.generations.retain(|b, _| target.contains(b));
                 self.replicas = target.to_vec();
                 self.reassignment = None;
                 Ok(())
@@ -96,8 +97,11 @@ impl PartitionAssignment {
         let adding = target.iter().copied().filter(|b| !current.contains(b)).collect();
         let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
         self.replicas = target.iter().chain(&removing).copied().collect();
+        self.moves += 1;
+        for &broker in &adding {
+            self.generations.insert(broker, self.moves);
+        }
         self.reassignment = Some(Reassignment { target, adding, removing });
-        self.moved = true;
     }
 
     /// What `check` demands of a move: the replica set is the target then
@@ -107,8 +111,11 @@ impl PartitionAssignment {
         if !distinct || self.leaving.iter().any(|b| self.replicas.contains(b)) {
             return Err("a leaving broker is repeated or still a replica");
         }
-        if !self.moved && (self.reassignment.is_some() || !self.leaving.is_empty()) {
-            return Err("a partition with moves is not marked moved");
+        if self.moves == 0 && (self.reassignment.is_some() || !self.leaving.is_empty()) {
+            return Err("a partition with moves counts none");
+        }
+        if self.generations.iter().any(|(b, &g)| !self.replicas.contains(b) || g == 0 || g > self.moves) {
+            return Err("a replica generation is of no replica or of no move");
         }
         let Some(moving) = &self.reassignment else { return Ok(()) };
         let expected: Vec<BrokerId> = moving.target.iter().chain(&moving.removing).copied().collect();
@@ -138,6 +145,7 @@ mod tests {
         assert_eq!(p.replicas(), [4, 1, 2, 3]);
         assert_eq!(p.reassignment(), Some(&Reassignment { target: vec![4, 1, 2], adding: vec![4], removing: vec![3] }));
         assert_eq!(p.bootstrap_voters(), None, "new replicas join as learners");
+        assert_eq!((p.generation(4), p.generation(1)), (1, 0));
         assert_eq!(p.start_reassignment(vec![1, 2, 5]), Err(MetadataError::ReassignmentInProgress));
         assert_eq!(p.complete_reassignment(&[1, 2, 4]), Err(MetadataError::NoReassignmentInProgress));
         p.complete_reassignment(&[4, 1, 2]).unwrap();
@@ -150,6 +158,7 @@ mod tests {
         p.replica_deleted(3).unwrap();
         p.start_reassignment(vec![3, 1, 2]).unwrap();
         assert_eq!(p.check_reassignment(), Ok(()));
+        assert_eq!(p.generation(3), 2, "broker 3's new replica is a new member of the group");
     }
 
     #[test]

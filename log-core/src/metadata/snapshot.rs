@@ -51,7 +51,9 @@ struct PartitionState {
     #[serde(default)]
     reassignment: Option<Reassignment>,
     #[serde(default)]
-    moved: bool,
+    moves: u32,
+    #[serde(default)]
+    generations: BTreeMap<BrokerId, u32>,
     #[serde(default)]
     leaving: Vec<BrokerId>,
 }
@@ -64,7 +66,8 @@ impl From<TopicState> for Topic {
             .map(|p| PartitionAssignment {
                 replicas: p.replicas,
                 reassignment: p.reassignment,
-                moved: p.moved,
+                moves: p.moves,
+                generations: p.generations,
                 leaving: p.leaving,
             })
             .collect();
@@ -200,7 +203,7 @@ mod tests {
             text.replace("[7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7]", &format!("{:?}", [0u8; 16])), // reserved id
             text.replacen(
                 "{\"replicas\":[1]}",
-                "{\"replicas\":[1],\"reassignment\":{\"target\":[1],\"adding\":[],\"removing\":[1]},\"moved\":true}",
+                "{\"replicas\":[1],\"reassignment\":{\"target\":[1],\"adding\":[],\"removing\":[1]},\"moves\":1}",
                 1,
             ), // a move that keeps what it removes
         ] {

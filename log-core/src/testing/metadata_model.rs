@@ -213,8 +213,10 @@ struct ModelTopic {
     assignment: Vec<Vec<BrokerId>>,
     /// The move in progress of each partition: (target, adding, removing).
     moves: Vec<Option<ModelMove>>,
-    /// Whether a move ever started on each partition.
-    moved: Vec<bool>,
+    /// Moves started on each partition.
+    move_counts: Vec<u32>,
+    /// The move that added each broker of each partition (absent: 0).
+    generations: Vec<BTreeMap<BrokerId, u32>>,
     /// Brokers removed by completed moves, not yet reported deleted.
     leaving: Vec<Vec<BrokerId>>,
 }
@@ -233,8 +235,11 @@ impl ModelTopic {
         let adding: Vec<BrokerId> = target.iter().copied().filter(|b| !current.contains(b)).collect();
         let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
         self.assignment[p] = target.iter().chain(&removing).copied().collect();
+        self.move_counts[p] += 1;
+        for b in &adding {
+            self.generations[p].insert(*b, self.move_counts[p]);
+        }
         self.moves[p] = Some((target, adding, removing));
-        self.moved[p] = true;
     }
 }
 
@@ -316,7 +321,8 @@ impl Model {
                     configs: configs.clone(),
                     assignment: Vec::new(),
                     moves: vec![None; *partitions as usize],
-                    moved: vec![false; *partitions as usize],
+                    move_counts: vec![0; *partitions as usize],
+                    generations: vec![BTreeMap::new(); *partitions as usize],
                     leaving: vec![Vec::new(); *partitions as usize],
                 });
             }
@@ -379,6 +385,7 @@ impl Model {
                     Some((moving, ..)) if moving == target => {
                         let removed = t.assignment[p].iter().filter(|b| !target.contains(b));
                         t.leaving[p].extend(removed);
+                        t.generations[p].retain(|b, _| target.contains(b));
                         t.assignment[p] = target.clone();
                         t.moves[p] = None;
                     }
@@ -456,7 +463,10 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
         for (p, partition) in topic.partitions().iter().enumerate() {
             let moving = partition.reassignment().map(|r| (r.target.clone(), r.adding.clone(), r.removing.clone()));
             assert_eq!(moving, t.moves[p], "partition {p} of {}", t.name);
-            let bootstrap = (!t.moved[p]).then_some(&t.assignment[p][..]);
+            let bootstrap = (t.move_counts[p] == 0).then_some(&t.assignment[p][..]);
+            for b in -1..8 {
+                assert_eq!(partition.generation(b), t.generations[p].get(&b).copied().unwrap_or(0));
+            }
             assert_eq!(partition.bootstrap_voters(), bootstrap);
             assert_eq!(partition.leaving(), t.leaving[p]);
         }

@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
 use crate::group_id::GroupId;
+use crate::replica_id::broker_of;
 use crate::storage::{Disk, LogConfig, RaftLog};
 use jitter::ElectionJitter;
 
@@ -289,9 +290,14 @@ impl<M: Machine> Replica<M> {
         self.raw.raft.term
     }
 
+    /// This replica's raft id (see `replica_id`).
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
     /// The current leader's broker id, if known.
     pub fn leader(&self) -> Option<u64> {
-        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
+        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID).map(broker_of)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -306,13 +312,19 @@ impl<M: Machine> Replica<M> {
         let prs = self.raw.raft.prs();
         // Sorted: raft-rs keeps progress in a HashMap.
         let members: std::collections::BTreeMap<u64, u64> = prs.iter().map(|(&id, pr)| (id, pr.matched)).collect();
-        let (learners, voters) = members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        let (learners, voters): (Vec<_>, Vec<_>) =
+            members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        let by_broker = |members: Vec<(u64, u64)>| {
+            let mut members: Vec<(u64, u64)> = members.into_iter().map(|(id, m)| (broker_of(id), m)).collect();
+            members.sort_unstable();
+            members
+        };
         Some(GroupProgress {
-            leader: self.raw.raft.id,
+            leader: broker_of(self.raw.raft.id),
             term: self.term(),
             applied: self.raw.raft.raft_log.applied,
-            voters,
-            learners,
+            voters: by_broker(voters),
+            learners: by_broker(learners),
         })
     }
 
