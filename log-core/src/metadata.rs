@@ -77,6 +77,10 @@ impl ClusterMetadata {
                 let removed = before.into_iter().filter(|b| !target.contains(b)).collect();
                 Outcome::ReassignmentCompleted { topic, partition, removed }
             }
+            Command::ReplicaDeleted { topic, partition, broker } => {
+                self.partition_mut(&topic, partition)?.replica_deleted(broker)?;
+                Outcome::ReplicaDeleted { topic, partition, broker }
+            }
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));
@@ -100,6 +104,12 @@ impl ClusterMetadata {
         }
         if let Some((topic, partition)) = self.partitions_on(id).next() {
             return Err(MetadataError::BrokerInUse { broker: id, topic: topic.to_owned(), partition });
+        }
+        // A replica it has not reported deleted is moot: the id never comes
+        // back, so no move can bring the partition back onto it. (A broker
+        // that died for good never reports.)
+        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.leaving.retain(|&b| b != id);
         }
         self.brokers.remove(&id);
         self.producer_id_blocks.remove(&id);
@@ -476,10 +486,13 @@ mod tests {
         m.apply(reassign("t", 0, Some(&target))).unwrap();
         assert!(matches!(m.apply(Command::UnregisterBroker { id: empty }), Err(MetadataError::BrokerInUse { .. })));
         m.apply(Command::CompleteReassignment { topic: "t".into(), partition: 0, target }).unwrap();
+        assert_eq!(m.topic("t").unwrap().partition(0).unwrap().leaving(), [holder]);
 
         m.apply(Command::AllocateProducerIds { broker: holder, token: 1 }).unwrap();
         assert_eq!(m.apply(Command::UnregisterBroker { id: holder }), Ok(Outcome::BrokerUnregistered { id: holder }));
         assert!(m.broker(holder).is_none() && m.is_removed(holder));
+        let partition = m.topic("t").unwrap().partition(0).unwrap();
+        assert!(partition.leaving().is_empty(), "a removed broker never reports its replica deleted");
         assert_eq!(m.producer_id_block(holder), None, "its producer ids go with it");
         assert_eq!(m.apply(register(holder)), Err(MetadataError::BrokerRemoved(holder)));
         assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m, "removals survive a snapshot");

@@ -29,6 +29,7 @@ use crate::replica::membership::Step;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
 use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
+use crate::replica_id::{broker_of, replica_id};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
 
@@ -89,6 +90,15 @@ impl ClockRate {
     fn period(&self, tick: Duration) -> Duration {
         tick * 100 / self.percent()
     }
+}
+
+/// A partition the metadata is moving: its target brokers and their raft ids.
+struct Moving {
+    group: GroupId,
+    topic: String,
+    partition: i32,
+    target: Vec<i32>,
+    voters: Vec<u64>,
 }
 
 /// Who leads a group, and in which term (a higher term wins).
@@ -242,6 +252,7 @@ impl Node {
         let mut metadata =
             Replica::open(GroupId::Metadata, &voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
         metadata.set_on_applied(config.on_applied.clone());
+        metadata.set_durable_apply();
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
         let handle = NodeHandle {
@@ -313,8 +324,10 @@ impl Node {
         self.metadata.tick();
         self.partitions.values_mut().for_each(|r| r.tick());
         if self.ticks % ANNOUNCE_TICKS == 0 {
+            self.sync_peers();
             self.register();
             self.announce(|_| true);
+            self.report_deleted();
         }
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
@@ -370,19 +383,19 @@ impl Node {
     /// again every `ANNOUNCE_TICKS` until the metadata shows it.
     fn drive_moves(&mut self) {
         let state = self.metadata.machine.state();
-        let moves: Vec<(GroupId, String, i32, Vec<i32>)> = state
+        let moves: Vec<Moving> = state
             .reassignments()
             .filter_map(|(name, partition, assignment)| {
-                let topic = state.topic(name)?;
+                let group = GroupId::Partition { topic: state.topic(name)?.id(), partition };
                 let target = assignment.reassignment()?.target.clone();
-                Some((GroupId::Partition { topic: topic.id(), partition }, name.to_owned(), partition, target))
+                let voters = target.iter().map(|&b| replica_id(b as u64, assignment.generation(b))).collect();
+                Some(Moving { group, topic: name.to_owned(), partition, target, voters })
             })
             .collect();
-        self.completing.retain(|group, _| moves.iter().any(|(g, ..)| g == group));
+        self.completing.retain(|group, _| moves.iter().any(|m| m.group == *group));
         let mut failed = Vec::new();
-        for (group, topic, partition, target) in moves {
+        for Moving { group, topic, partition, target, voters } in moves {
             let Some(replica) = self.partitions.get_mut(&group) else { continue };
-            let voters: Vec<u64> = target.iter().map(|&b| b as u64).collect();
             match replica.drive_membership(&voters, &[]) {
                 Ok(Some(Step::Done)) => {
                     let due = self.completing.get(&group).is_none_or(|&at| at + ANNOUNCE_TICKS <= self.ticks);
@@ -423,7 +436,9 @@ impl Node {
     /// Links the transport to every broker this one may need to talk to: the
     /// registered brokers (at their registered raft address), the founders
     /// not registered yet (at their configured one) and the brokers asking to
-    /// join. A broker unregistered is dropped.
+    /// join. A broker unregistered is dropped once the metadata group no
+    /// longer has it. Runs on every metadata change and every
+    /// `ANNOUNCE_TICKS` (configuration changes are not metadata changes).
     fn sync_peers(&mut self) {
         let me = self.config.node_id;
         let state = self.metadata.machine.state();
@@ -447,6 +462,14 @@ impl Node {
                     }
                 }
                 Some(Err(e)) => slog::warn!(self.logger, "unusable raft address"; "broker" => id, "error" => %e),
+            }
+        }
+        // A broker unregistered stays linked while the metadata group still
+        // has it (its leader may be handing over to another voter).
+        let conf = self.metadata.conf_state();
+        for id in conf.voters.iter().chain(&conf.voters_outgoing).chain(&conf.learners) {
+            if let (false, Some(&addr)) = (wanted.contains_key(id), self.peers.get(id)) {
+                wanted.insert(*id, addr);
             }
         }
         wanted.remove(&me);
@@ -491,11 +514,38 @@ impl Node {
         }
     }
 
+    /// Tells the metadata group which replicas moved off this broker it has
+    /// deleted (`reconcile` deletes them), so that later moves may bring the
+    /// partition back here: until then its group could take the old
+    /// replica's log for the new one's.
+    fn report_deleted(&mut self) {
+        let me = self.config.node_id;
+        let mut deleted = Vec::new();
+        for (name, topic) in self.metadata.machine.state().topics() {
+            for (index, assignment) in topic.partitions().iter().enumerate() {
+                let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
+                let gone = !self.partitions.contains_key(&group) && !self.failed.contains_key(&group);
+                if gone && assignment.leaving().iter().any(|&b| b as u64 == me) {
+                    deleted.push((name.to_owned(), index as i32));
+                }
+            }
+        }
+        for (topic, partition) in deleted {
+            let command = Command::ReplicaDeleted { topic, partition, broker: me as i32 };
+            if let Err(e) = self.metadata.propose(command.encode()) {
+                slog::debug!(self.logger, "replica deletion not reported"; "error" => %e);
+            }
+        }
+    }
+
     fn on_peer(&mut self, from: u64, payload: &[u8]) {
         match PeerMessage::decode(payload) {
             Ok(PeerMessage::Raft { group: GroupId::Metadata, message }) => self.metadata.step(message),
             Ok(PeerMessage::Raft { group, message }) => match self.partitions.get_mut(&group) {
-                Some(replica) => replica.step(message),
+                Some(replica) if message.to == replica.id() => replica.step(message),
+                // For another generation of this broker's replica: stale.
+                Some(_) => slog::debug!(self.logger, "message for another replica generation"; "group" => %group,
+                    "from" => from, "to" => message.to),
                 // Not created here yet (metadata still on its way) or deleted:
                 // raft retries, so dropping is safe.
                 None => slog::debug!(self.logger, "message for unknown group"; "group" => %group, "from" => from),
@@ -579,7 +629,7 @@ impl Node {
             self.fail(group);
         }
         for (group, message) in outbox.messages {
-            let to = message.to;
+            let to = broker_of(message.to);
             self.send(to, PeerMessage::Raft { group, message }.encode());
         }
         if self.metadata.machine.state().epoch() != metadata_epoch {
@@ -619,6 +669,7 @@ impl Node {
             })
             .copied()
             .collect();
+        let any_moved_off = !moved_off.is_empty();
         for group in moved_off {
             slog::info!(self.logger, "replica moved off this broker; deleting its data"; "group" => %group);
             self.partitions.remove(&group);
@@ -628,6 +679,9 @@ impl Node {
                 self.env.disk.remove(&name)?;
             }
         }
+        if any_moved_off {
+            self.report_deleted();
+        }
         let mut wanted = Vec::new();
         for (_, topic) in self.metadata.machine.state().topics() {
             for (index, assignment) in topic.partitions().iter().enumerate() {
@@ -636,20 +690,31 @@ impl Node {
                 if assignment.replicas().iter().any(|&b| b as u64 == me) && !open {
                     // Empty voters once the group may have moved: the replica
                     // joins as a learner and learns its configuration.
-                    let voters: Vec<u64> =
-                        assignment.bootstrap_voters().unwrap_or_default().iter().map(|&b| b as u64).collect();
-                    wanted.push((group, voters, self.segment_bytes(topic.config())));
+                    let voters: Vec<u64> = assignment
+                        .bootstrap_voters()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&b| replica_id(b as u64, 0))
+                        .collect();
+                    let id = replica_id(me, assignment.generation(me as i32));
+                    wanted.push((group, id, voters, self.segment_bytes(topic.config())));
                 }
             }
         }
-        for (group, voters, segment_bytes) in wanted {
+        for (group, id, voters, segment_bytes) in wanted {
             let seed = self.rng.next_u64();
             let env = ReplicaEnv {
+                node_id: id,
                 log_config: LogConfig { segment_bytes, ..self.env.log_config.clone() },
                 ..self.env.clone()
             };
             match Replica::open(group, &voters, seed, &env) {
                 Ok(mut replica) => {
+                    if let Some(hook) = &self.config.on_applied {
+                        // A replica opened (again, or anew after a move back
+                        // here) applies from its own start.
+                        hook.call(&group, &[]);
+                    }
                     replica.set_on_applied(self.config.on_applied.clone());
                     self.partitions.insert(group, replica);
                 }

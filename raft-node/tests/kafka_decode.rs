@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest,
     GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-    ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName,
+    ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use raft_node::kafka::frame::FrameReader;
@@ -88,6 +88,7 @@ fn sample(api_key: ApiKey) -> RequestKind {
                 .with_name(name("t"))
                 .with_partition_indexes(vec![0, 1])]))
             .into(),
+        ApiKey::UnregisterBroker => UnregisterBrokerRequest::default().with_broker_id(BrokerId(4)).into(),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
             .with_resources(vec![DescribeConfigsResource::default()
                 .with_resource_type(2)

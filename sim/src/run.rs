@@ -15,6 +15,7 @@ use crate::cluster::{address, Cluster, CLIENT_HOST};
 use crate::config::{header, FaultKind, SimConfig};
 use crate::faults::{NetCounts, Network, Plan};
 use crate::invariants::CommittedEntries;
+use crate::mover;
 use crate::nemesis::{noise, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Workload};
@@ -201,6 +202,9 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     }
 
     let end = tokio::time::Instant::now() + config.duration;
+    if config.moves {
+        clients.push(client.spawn(mover::mover(workload.clone(), cluster.ids(), end)));
+    }
     let injected = shared.injected;
     let mut nemesis = Nemesis::new(cluster.clone(), network.clone(), plan.clone(), log.clone(), injected.clone());
     let noisy = noise(network.clone(), plan, log.clone(), injected.clone(), config.seed, end);

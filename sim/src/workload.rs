@@ -44,7 +44,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn client(&self, process: u64) -> Client {
+    pub(crate) fn client(&self, process: u64) -> Client {
         let mut config = ClientConfig::new(self.bootstrap.clone());
         config.client_id = format!("sim-{process}");
         config.request_timeout = Duration::from_secs(5);
@@ -52,11 +52,11 @@ impl Workload {
         Client::new(config)
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn log(&self) -> &Logger {
+    pub(crate) fn log(&self) -> &Logger {
         &self.log
     }
 }

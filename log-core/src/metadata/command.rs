@@ -61,6 +61,13 @@ pub enum Command {
         partition: i32,
         target: Vec<BrokerId>,
     },
+    /// `broker` has deleted the replica a completed move took off it (it may
+    /// now be added back).
+    ReplicaDeleted {
+        topic: String,
+        partition: i32,
+        broker: BrokerId,
+    },
 }
 
 /// Bytes that are not an encoded command or state.
@@ -113,5 +120,10 @@ pub enum Outcome {
         topic: String,
         partition: i32,
         removed: Vec<BrokerId>,
+    },
+    ReplicaDeleted {
+        topic: String,
+        partition: i32,
+        broker: BrokerId,
     },
 }

@@ -45,6 +45,10 @@ pub enum MetadataError {
     ReassignmentInProgress,
     #[error("no such reassignment of the partition is in progress")]
     NoReassignmentInProgress,
+    #[error("broker {0} has not yet deleted the replica a move took off it")]
+    ReplicaLeaving(super::topic::BrokerId),
+    #[error("broker {0} has no replica of the partition to delete")]
+    NotLeaving(super::topic::BrokerId),
 }
 
 impl MetadataError {
@@ -67,7 +71,11 @@ impl MetadataError {
                 ErrorCode::UnknownTopicOrPartition
             }
             MetadataError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
-            MetadataError::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
+            MetadataError::ReassignmentInProgress | MetadataError::ReplicaLeaving(_) => {
+                ErrorCode::ReassignmentInProgress
+            }
+            // Brokers report their own deletions, not clients.
+            MetadataError::NotLeaving(_) => ErrorCode::UnknownServerError,
             MetadataError::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
             // Brokers ask for producer ids on their own behalf, not a client's.
             MetadataError::UnknownBroker(_) | MetadataError::ProducerIdsExhausted => ErrorCode::UnknownServerError,

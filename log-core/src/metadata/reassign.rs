@@ -40,6 +40,9 @@ impl PartitionAssignment {
         if self.reassignment.is_some() {
             return Err(MetadataError::ReassignmentInProgress);
         }
+        if let Some(&broker) = target.iter().find(|b| self.leaving.contains(b)) {
+            return Err(MetadataError::ReplicaLeaving(broker));
+        }
         let mut sorted_target = target.clone();
         sorted_target.sort_unstable();
         let mut sorted_current = self.replicas.clone();
@@ -69,6 +72,8 @@ impl PartitionAssignment {
     pub(super) fn complete_reassignment(&mut self, target: &[BrokerId]) -> Result<(), MetadataError> {
         match &self.reassignment {
             Some(moving) if moving.target == target => {
+                self.leaving.extend(self.replicas.iter().filter(|b| !target.contains(b)));
+                self.generations.retain(|b, _| target.contains(b));
                 self.replicas = target.to_vec();
                 self.reassignment = None;
                 Ok(())
@@ -77,24 +82,47 @@ impl PartitionAssignment {
         }
     }
 
+    /// `broker` has deleted the replica a completed move took off it.
+    pub(super) fn replica_deleted(&mut self, broker: BrokerId) -> Result<(), MetadataError> {
+        let before = self.leaving.len();
+        self.leaving.retain(|&b| b != broker);
+        if self.leaving.len() == before {
+            return Err(MetadataError::NotLeaving(broker));
+        }
+        Ok(())
+    }
+
     /// The move from the replicas `current` to `target`.
     fn begin(&mut self, target: Vec<BrokerId>, current: &[BrokerId]) {
         let adding = target.iter().copied().filter(|b| !current.contains(b)).collect();
         let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
         self.replicas = target.iter().chain(&removing).copied().collect();
+        self.moves += 1;
+        for &broker in &adding {
+            self.generations.insert(broker, self.moves);
+        }
         self.reassignment = Some(Reassignment { target, adding, removing });
-        self.moved = true;
     }
 
     /// What `check` demands of a move: the replica set is the target then
     /// the removed brokers, `adding` is within the target.
     pub(super) fn check_reassignment(&self) -> Result<(), &'static str> {
+        let distinct = self.leaving.iter().enumerate().all(|(i, b)| !self.leaving[..i].contains(b));
+        if !distinct || self.leaving.iter().any(|b| self.replicas.contains(b)) {
+            return Err("a leaving broker is repeated or still a replica");
+        }
+        if self.moves == 0 && (self.reassignment.is_some() || !self.leaving.is_empty()) {
+            return Err("a partition with moves counts none");
+        }
+        if self.generations.iter().any(|(b, &g)| !self.replicas.contains(b) || g == 0 || g > self.moves) {
+            return Err("a replica generation is of no replica or of no move");
+        }
         let Some(moving) = &self.reassignment else { return Ok(()) };
         let expected: Vec<BrokerId> = moving.target.iter().chain(&moving.removing).copied().collect();
         if moving.target.is_empty() || self.replicas != expected {
             return Err("a move's replica set is not its target then the replicas it removes");
         }
-        if !moving.adding.iter().all(|b| moving.target.contains(b)) || !self.moved {
+        if !moving.adding.iter().all(|b| moving.target.contains(b)) {
             return Err("a move adds a broker outside its target");
         }
         Ok(())
@@ -117,11 +145,20 @@ mod tests {
         assert_eq!(p.replicas(), [4, 1, 2, 3]);
         assert_eq!(p.reassignment(), Some(&Reassignment { target: vec![4, 1, 2], adding: vec![4], removing: vec![3] }));
         assert_eq!(p.bootstrap_voters(), None, "new replicas join as learners");
+        assert_eq!((p.generation(4), p.generation(1)), (1, 0));
         assert_eq!(p.start_reassignment(vec![1, 2, 5]), Err(MetadataError::ReassignmentInProgress));
         assert_eq!(p.complete_reassignment(&[1, 2, 4]), Err(MetadataError::NoReassignmentInProgress));
         p.complete_reassignment(&[4, 1, 2]).unwrap();
         assert_eq!((p.replicas(), p.reassignment()), (&[4, 1, 2][..], None));
         assert_eq!(p.check_reassignment(), Ok(()));
+        // Broker 3 comes back only once it has deleted its old replica.
+        assert_eq!(p.leaving(), [3]);
+        assert_eq!(p.start_reassignment(vec![3, 1, 2]), Err(MetadataError::ReplicaLeaving(3)));
+        assert_eq!(p.replica_deleted(4), Err(MetadataError::NotLeaving(4)));
+        p.replica_deleted(3).unwrap();
+        p.start_reassignment(vec![3, 1, 2]).unwrap();
+        assert_eq!(p.check_reassignment(), Ok(()));
+        assert_eq!(p.generation(3), 2, "broker 3's new replica is a new member of the group");
     }
 
     #[test]

@@ -57,7 +57,11 @@ struct PartitionState {
     #[serde(default)]
     reassignment: Option<Reassignment>,
     #[serde(default)]
-    moved: bool,
+    moves: u32,
+    #[serde(default)]
+    generations: BTreeMap<BrokerId, u32>,
+    #[serde(default)]
+    leaving: Vec<BrokerId>,
 }
 
 impl From<TopicState> for Topic {
@@ -65,7 +69,13 @@ impl From<TopicState> for Topic {
         let partitions = t
             .partitions
             .into_iter()
-            .map(|p| PartitionAssignment { replicas: p.replicas, reassignment: p.reassignment, moved: p.moved })
+            .map(|p| PartitionAssignment {
+                replicas: p.replicas,
+                reassignment: p.reassignment,
+                moves: p.moves,
+                generations: p.generations,
+                leaving: p.leaving,
+            })
             .collect();
         Topic { id: t.id, partitions, config: t.config }
     }
@@ -140,7 +150,7 @@ impl ClusterMetadata {
                 if p.replicas.is_empty() || distinct.len() != p.replicas.len() {
                     return fail("replicas are empty or repeated");
                 }
-                if !p.replicas.iter().all(|r| self.brokers.contains_key(r)) {
+                if !p.replicas.iter().chain(&p.leaving).all(|r| self.brokers.contains_key(r)) {
                     return fail("a replica is on an unregistered broker");
                 }
                 if let Err(e) = p.check_reassignment() {
@@ -205,7 +215,7 @@ mod tests {
             text.replace("[7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7]", &format!("{:?}", [0u8; 16])), // reserved id
             text.replacen(
                 "{\"replicas\":[1]}",
-                "{\"replicas\":[1],\"reassignment\":{\"target\":[1],\"adding\":[],\"removing\":[1]},\"moved\":true}",
+                "{\"replicas\":[1],\"reassignment\":{\"target\":[1],\"adding\":[],\"removing\":[1]},\"moves\":1}",
                 1,
             ), // a move that keeps what it removes
         ] {

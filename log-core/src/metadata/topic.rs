@@ -1,6 +1,8 @@
 //! Brokers and topics as the metadata machine holds them, and Kafka's rules
 //! for their names and ids.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::config::TopicConfig;
@@ -12,6 +14,10 @@ pub type BrokerId = i32;
 /// A topic's uuid (Kafka's `Uuid`, 16 bytes). Chosen by the proposer, so the
 /// machine needs no randomness.
 pub type TopicId = [u8; 16];
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -37,16 +43,33 @@ pub struct PartitionAssignment {
     pub(super) replicas: Vec<BrokerId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) reassignment: Option<Reassignment>,
-    /// A move has started at some point: the group's raft configuration may
-    /// differ from the replicas it was created with, so a fresh replica joins
-    /// as a learner instead of bootstrapping a configuration of its own.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub(super) moved: bool,
+    /// Moves started so far. Once one has, the group's raft configuration
+    /// may differ from the replicas it was created with, so a fresh replica
+    /// joins as a learner instead of bootstrapping a configuration of its own.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(super) moves: u32,
+    /// The move that added each broker's replica (absent: 0, the creation).
+    /// A broker's raft id in the group is its id with this generation, so the
+    /// group never takes a replica added again for the one it had before
+    /// (messages to or from the old one are stale).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) generations: BTreeMap<BrokerId, u32>,
+    /// Brokers a completed move removed that have not yet reported their
+    /// replica deleted. None may be added back before it has: its group
+    /// could take the old replica's log for the new replica's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) leaving: Vec<BrokerId>,
 }
 
 impl PartitionAssignment {
     pub(super) fn new(replicas: Vec<BrokerId>) -> Self {
-        PartitionAssignment { replicas, reassignment: None, moved: false }
+        PartitionAssignment {
+            replicas,
+            reassignment: None,
+            moves: 0,
+            generations: BTreeMap::new(),
+            leaving: Vec::new(),
+        }
     }
 
     /// Distinct registered brokers; never empty. During a move, every broker
@@ -62,12 +85,23 @@ impl PartitionAssignment {
         self.reassignment.as_ref()
     }
 
+    /// Brokers still to delete the replica a completed move took off them.
+    pub fn leaving(&self) -> &[BrokerId] {
+        &self.leaving
+    }
+
     /// The raft voters a replica opened on an empty log bootstraps with:
     /// the replicas, while the group still has the configuration it was
     /// created with. Once a move has started, none: the replica joins as an
     /// empty learner and learns the configuration from the leader's snapshot.
     pub fn bootstrap_voters(&self) -> Option<&[BrokerId]> {
-        (!self.moved).then_some(&self.replicas[..])
+        (self.moves == 0).then_some(&self.replicas[..])
+    }
+
+    /// The generation of `broker`'s replica: the move that added it (0 for
+    /// the replicas the partition was created with).
+    pub fn generation(&self, broker: BrokerId) -> u32 {
+        self.generations.get(&broker).copied().unwrap_or(0)
     }
 
     /// The first replica: where leadership goes when the cluster is balanced.

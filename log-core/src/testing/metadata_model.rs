@@ -109,6 +109,13 @@ pub enum Op {
         partition: i32,
         replicas: Option<Vec<Broker8>>,
     },
+    /// `broker` reports its replica of the partition deleted.
+    Deleted {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        broker: Broker8,
+    },
     /// Completes the move in progress when `current` (the model supplies its
     /// target), else reports `other`.
     Complete {
@@ -158,13 +165,16 @@ pub fn command_with(op: &Op, target: impl Fn(&str, i32) -> Option<Vec<BrokerId>>
             let target = target(&topic, *partition).filter(|_| *current).unwrap_or_else(|| ids(other));
             Command::CompleteReassignment { topic, partition: *partition, target }
         }
+        Op::Deleted { name: n, partition, broker } => {
+            Command::ReplicaDeleted { topic: name(n), partition: *partition, broker: broker.0 }
+        }
         other => command(other),
     }
 }
 
 pub fn command(op: &Op) -> Command {
     match op {
-        Op::Reassign { .. } | Op::Complete { .. } => command_with(op, |_, _| None),
+        Op::Reassign { .. } | Op::Complete { .. } | Op::Deleted { .. } => command_with(op, |_, _| None),
         Op::Register { id, host, port, rack, raft } => Command::RegisterBroker {
             id: *id,
             host: if *host == 0 { String::new() } else { format!("host{host}") },
@@ -214,8 +224,12 @@ struct ModelTopic {
     assignment: Vec<Vec<BrokerId>>,
     /// The move in progress of each partition: (target, adding, removing).
     moves: Vec<Option<ModelMove>>,
-    /// Whether a move ever started on each partition.
-    moved: Vec<bool>,
+    /// Moves started on each partition.
+    move_counts: Vec<u32>,
+    /// The move that added each broker of each partition (absent: 0).
+    generations: Vec<BTreeMap<BrokerId, u32>>,
+    /// Brokers removed by completed moves, not yet reported deleted.
+    leaving: Vec<Vec<BrokerId>>,
 }
 
 type ModelMove = (Vec<BrokerId>, Vec<BrokerId>, Vec<BrokerId>);
@@ -232,8 +246,11 @@ impl ModelTopic {
         let adding: Vec<BrokerId> = target.iter().copied().filter(|b| !current.contains(b)).collect();
         let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
         self.assignment[p] = target.iter().chain(&removing).copied().collect();
+        self.move_counts[p] += 1;
+        for b in &adding {
+            self.generations[p].insert(*b, self.move_counts[p]);
+        }
         self.moves[p] = Some((target, adding, removing));
-        self.moved[p] = true;
     }
 }
 
@@ -297,6 +314,7 @@ impl Model {
                     return Err(ErrorCode::InvalidRequest);
                 }
                 self.brokers.retain(|b| b.id != *id);
+                self.topics.iter_mut().flat_map(|t| t.leaving.iter_mut()).for_each(|l| l.retain(|b| b != id));
                 self.removed.push(*id);
             }
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
@@ -333,7 +351,9 @@ impl Model {
                     configs: configs.clone(),
                     assignment: Vec::new(),
                     moves: vec![None; *partitions as usize],
-                    moved: vec![false; *partitions as usize],
+                    move_counts: vec![0; *partitions as usize],
+                    generations: vec![BTreeMap::new(); *partitions as usize],
+                    leaving: vec![Vec::new(); *partitions as usize],
                 });
             }
             Command::DeleteTopic { name } => {
@@ -367,6 +387,9 @@ impl Model {
                 match (replicas, t.moves[p].clone()) {
                     (Some(_), Some(_)) => return Err(ErrorCode::ReassignmentInProgress),
                     (None, None) => return Err(ErrorCode::NoReassignmentInProgress),
+                    (Some(target), None) if target.iter().any(|b| t.leaving[p].contains(b)) => {
+                        return Err(ErrorCode::ReassignmentInProgress)
+                    }
                     (Some(target), None) => {
                         let mut same = target.clone();
                         same.sort();
@@ -390,11 +413,20 @@ impl Model {
                 let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
                 match &t.moves[p] {
                     Some((moving, ..)) if moving == target => {
+                        let removed = t.assignment[p].iter().filter(|b| !target.contains(b));
+                        t.leaving[p].extend(removed);
+                        t.generations[p].retain(|b, _| target.contains(b));
                         t.assignment[p] = target.clone();
                         t.moves[p] = None;
                     }
                     _ => return Err(ErrorCode::NoReassignmentInProgress),
                 }
+            }
+            Command::ReplicaDeleted { topic, partition, broker } => {
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let at = t.leaving[p].iter().position(|b| b == broker).ok_or(ErrorCode::UnknownServerError)?;
+                t.leaving[p].remove(at);
             }
         }
         self.epoch += 1;
@@ -467,8 +499,12 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
         for (p, partition) in topic.partitions().iter().enumerate() {
             let moving = partition.reassignment().map(|r| (r.target.clone(), r.adding.clone(), r.removing.clone()));
             assert_eq!(moving, t.moves[p], "partition {p} of {}", t.name);
-            let bootstrap = (!t.moved[p]).then_some(&t.assignment[p][..]);
+            let bootstrap = (t.move_counts[p] == 0).then_some(&t.assignment[p][..]);
+            for b in -1..8 {
+                assert_eq!(partition.generation(b), t.generations[p].get(&b).copied().unwrap_or(0));
+            }
             assert_eq!(partition.bootstrap_voters(), bootstrap);
+            assert_eq!(partition.leaving(), t.leaving[p]);
         }
         let listed: Vec<(String, i32)> =
             machine.reassignments().filter(|(name, ..)| *name == t.name).map(|(n, p, _)| (n.to_owned(), p)).collect();
@@ -571,6 +607,12 @@ pub fn run(ops: &[Op], restore_at: usize) {
                 Command::ReassignPartition { topic: t, partition: p, .. },
             ) => {
                 assert_eq!((&topic, partition), (t, *p));
+            }
+            (
+                Ok(Outcome::ReplicaDeleted { topic, partition, broker }),
+                Command::ReplicaDeleted { topic: t, partition: p, broker: b },
+            ) => {
+                assert_eq!((&topic, partition, broker), (t, *p, *b));
             }
             (
                 Ok(Outcome::ReassignmentCompleted { topic, partition, removed }),

@@ -44,6 +44,7 @@ impl Handler for KafkaApi {
                 RequestKind::ListPartitionReassignments(r) => {
                     ResponseKind::ListPartitionReassignments(api.list_partition_reassignments(&r))
                 }
+                RequestKind::UnregisterBroker(r) => ResponseKind::UnregisterBroker(api.unregister_broker(&r).await),
                 // The wire layer admits only the APIs of its versions table;
                 // anything else reaching here is closed, as Kafka does.
                 _ => return Reply::Close,

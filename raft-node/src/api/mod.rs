@@ -3,6 +3,7 @@
 //! node requests (produce, fetch, list offsets, metadata commands, producer
 //! ids).
 
+mod brokers;
 mod configs;
 mod dispatch;
 mod fetch;

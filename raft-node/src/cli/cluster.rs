@@ -41,6 +41,17 @@ pub async fn decommission(common: &Common, broker: i32, dry_run: bool) -> Result
     submit(&mut client, common, &moves_between(&current, planned), dry_run).await
 }
 
+/// Takes a broker out of the cluster for good, once `decommission` has moved
+/// every replica off it: the metadata group drops it (a voter is replaced by
+/// a learner first) and every broker stops talking to it. Its id is not
+/// registered again.
+pub async fn remove_broker(common: &Common, broker: i32) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    client.unregister_broker(broker).await.map_err(|e| e.to_string())?;
+    println!("broker {broker} removed from the cluster; it can be stopped");
+    Ok(())
+}
+
 /// Prints the plan and, unless `dry_run`, submits it and prints each answer.
 async fn submit(client: &mut Client, common: &Common, moves: &[Move], dry_run: bool) -> Result<(), String> {
     let before = client.metadata().await.map_err(|e| e.to_string())?.clone();

@@ -228,6 +228,13 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Take a broker out of the cluster for good, once decommission has moved
+    /// every replica off it (refused until then)
+    RemoveBroker {
+        id: i32,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// What every client command takes.
@@ -377,6 +384,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             ClusterCommand::Rebalance { dry_run, common } => cluster::rebalance(&common, dry_run).await,
             ClusterCommand::Decommission { id, dry_run, common } => cluster::decommission(&common, id, dry_run).await,
+            ClusterCommand::RemoveBroker { id, common } => cluster::remove_broker(&common, id).await,
         },
         Commands::Produce { topic, key, key_separator, partition, acks, common } => {
             let acks = match acks {

@@ -1,12 +1,14 @@
 //! Moving partition replicas as an administrator does: start or cancel
-//! moves (AlterPartitionReassignments) and list those in progress
-//! (ListPartitionReassignments), both answered by any broker through the
+//! moves (AlterPartitionReassignments), list those in progress
+//! (ListPartitionReassignments), and take an emptied broker out of the
+//! cluster (UnregisterBroker), all answered by any broker through the
 //! metadata group.
 
 use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 };
 use serde::Serialize;
 
@@ -14,6 +16,7 @@ use super::{topic_name, Client, Error};
 
 const ALTER_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
 const LIST_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
+const UNREGISTER_BROKER_VERSION: i16 = 0;
 
 /// One partition's move: to `replicas`, or `None` to cancel the move in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -145,5 +148,17 @@ impl Client {
                 })
             })
             .collect())
+    }
+
+    /// Takes `broker` out of the cluster for good; refused while any
+    /// partition replica is still on it.
+    pub async fn unregister_broker(&mut self, broker: i32) -> Result<(), Error> {
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(broker));
+        let response: UnregisterBrokerResponse = self.any_broker(UNREGISTER_BROKER_VERSION, &request, false).await?;
+        if response.error_code != 0 {
+            let message = response.error_message.map(|m| m.to_string());
+            return Err(Error::kafka(format!("remove broker {broker}"), response.error_code, message));
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest, UnregisterBrokerRequest,
 };
 
 use super::bounded_decode::{decode_bounded, DecodeError};
@@ -86,6 +86,8 @@ pub static SUPPORTED: &[SupportedApi] = &[
     // Moving partition replicas (KIP-455), through the metadata group.
     api!(AlterPartitionReassignments, AlterPartitionReassignmentsRequest, 0..=1),
     api!(ListPartitionReassignments, ListPartitionReassignmentsRequest, 0..=0),
+    // Taking a broker out of the cluster once its replicas have moved off.
+    api!(UnregisterBroker, UnregisterBrokerRequest, 0..=0),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static SupportedApi> {

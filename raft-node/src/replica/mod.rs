@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
 use crate::group_id::GroupId;
+use crate::replica_id::broker_of;
 use crate::storage::{Disk, LogConfig, RaftLog};
 use jitter::ElectionJitter;
 
@@ -159,7 +160,8 @@ pub struct ReplicaEnv {
 }
 
 /// Sees every committed entry as a replica applies it (the simulator checks
-/// that committed entries never change); production has none.
+/// that committed entries never change), and no entries when the node opens
+/// a partition replica (which applies from its own start); production has none.
 #[derive(Clone)]
 pub struct AppliedHook(Arc<AppliedFn>);
 
@@ -200,6 +202,8 @@ pub struct Replica<M: Machine> {
     /// it: a snapshot records the configuration as applied now, so none may
     /// be taken below this index (it would name the wrong members).
     last_conf_change: u64,
+    /// The commit is stored before entries are applied (see `set_durable_apply`).
+    durable_apply: bool,
     logger: Logger,
 }
 
@@ -259,6 +263,7 @@ impl<M: Machine> Replica<M> {
             on_applied: None,
             ticks_since_commit_sync: 0,
             last_conf_change,
+            durable_apply: false,
             logger,
         };
         replica.observe();
@@ -269,6 +274,14 @@ impl<M: Machine> Replica<M> {
         self.on_applied = hook;
     }
 
+    /// Stores the commit index before applying entries, instead of lazily:
+    /// after a restart the machine then recovers at least every entry it
+    /// had applied, so what was acted on is never seen undone (the metadata
+    /// group: a broker deletes a replica moved off it by what it applied).
+    pub fn set_durable_apply(&mut self) {
+        self.durable_apply = true;
+    }
+
     pub fn role(&self) -> StateRole {
         self.raw.raft.state
     }
@@ -277,9 +290,14 @@ impl<M: Machine> Replica<M> {
         self.raw.raft.term
     }
 
+    /// This replica's raft id (see `replica_id`).
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
     /// The current leader's broker id, if known.
     pub fn leader(&self) -> Option<u64> {
-        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
+        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID).map(broker_of)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -294,13 +312,19 @@ impl<M: Machine> Replica<M> {
         let prs = self.raw.raft.prs();
         // Sorted: raft-rs keeps progress in a HashMap.
         let members: std::collections::BTreeMap<u64, u64> = prs.iter().map(|(&id, pr)| (id, pr.matched)).collect();
-        let (learners, voters) = members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        let (learners, voters): (Vec<_>, Vec<_>) =
+            members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        let by_broker = |members: Vec<(u64, u64)>| {
+            let mut members: Vec<(u64, u64)> = members.into_iter().map(|(id, m)| (broker_of(id), m)).collect();
+            members.sort_unstable();
+            members
+        };
         Some(GroupProgress {
-            leader: self.raw.raft.id,
+            leader: broker_of(self.raw.raft.id),
             term: self.term(),
             applied: self.raw.raft.raft_log.applied,
-            voters,
-            learners,
+            voters: by_broker(voters),
+            learners: by_broker(learners),
         })
     }
 
@@ -591,6 +615,12 @@ impl<M: Machine> Replica<M> {
     fn apply(&mut self, entries: &[Entry]) -> Result<(), ReplicaError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        let last = entries[entries.len() - 1].index;
+        if self.durable_apply && self.log().hard_state().commit < last {
+            let hs = self.storable_hard_state();
+            debug_assert!(hs.commit >= last, "applying entries beyond the commit");
+            self.store_hard_state(hs)?;
         }
         if let Some(hook) = &self.on_applied {
             hook.call(&self.group, entries);
