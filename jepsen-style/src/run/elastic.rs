@@ -1,5 +1,5 @@
 //! The elastic scenario (issue 8): under the workload, the cluster grows by two brokers, rebalances its
-//! replicas over them, gives up broker 1 (its replicas moved off, then its process stopped) and loses
+//! replicas over them, gives up broker 1 (its replicas moved off, then unregistered and stopped) and loses
 //! broker 2 (SIGKILL, left dead). Each step is timed, and so is each replica move; after the run, each
 //! step gets the longest stretch without an acknowledged write on a partition.
 
@@ -42,7 +42,7 @@ enum Step {
     Grow(Vec<i32>),
     /// Spread the replicas evenly over the registered brokers; wait for the moves.
     Rebalance,
-    /// Move every replica off the broker, wait for the moves, stop its process.
+    /// Move every replica off the broker, wait for the moves, unregister it, stop its process.
     Decommission(i32),
     /// SIGKILL the broker (left dead); wait until no partition is led by it.
     Kill(i32),
@@ -200,11 +200,16 @@ impl Elastic {
                     Ok(planned) => self.carry_out(planned, moves, deadline, stop).await,
                     Err(why) => Err(why),
                 };
-                if moved.is_ok() {
-                    self.cluster.terminate(*id as usize - 1, STOP_GRACE).await?;
-                    progress((self.clock)(), &format!("broker {id} stopped (SIGTERM)"));
+                if let Err(why) = moved {
+                    return Ok(Err(why));
                 }
-                Ok(moved)
+                if let Err(why) = until!(self, deadline, stop, unregister(&mut self.admin, *id)) {
+                    return Ok(Err(format!("unregister broker {id}: {why}")));
+                }
+                progress((self.clock)(), &format!("broker {id} unregistered"));
+                self.cluster.terminate(*id as usize - 1, STOP_GRACE).await?;
+                progress((self.clock)(), &format!("broker {id} stopped (SIGTERM)"));
+                Ok(Ok(()))
             }
             Step::Kill(id) => {
                 self.cluster.kill(*id as usize - 1)?;
@@ -289,6 +294,21 @@ async fn registered(client: &mut Client, ids: &[i32]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("brokers {} not registered", list(&missing)))
+    }
+}
+
+/// Unregisters `broker`; `Ok` also when it is no longer registered (an earlier try whose answer was
+/// lost took it out).
+async fn unregister(client: &mut Client, broker: i32) -> Result<(), String> {
+    let refused = match client.unregister_broker(broker).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e.to_string(),
+    };
+    let cluster = client.metadata().await.map_err(|e| e.to_string())?;
+    if cluster.brokers.contains_key(&broker) {
+        Err(refused)
+    } else {
+        Ok(())
     }
 }
 
