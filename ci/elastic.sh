@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The elastic scenario on real processes (issue 8): three `keel broker` processes under idempotent acks=all
-# producers and consumers for 75 s; brokers 4 and 5 are added, the replicas rebalanced, broker 1
-# decommissioned and stopped, broker 2 killed and left dead; then the final read and the checker. Fails on
+# producers and consumers for 75 s; brokers 4 and 5 join, the replicas are rebalanced, broker 1
+# decommissioned, unregistered and stopped, broker 2 killed and left dead; then the final read and the checker. Fails on
 # an invalid verdict (a lost or duplicated write, an unfinished step, a stuck partition). The longest
 # stretch without an acknowledged write on a partition is printed and recorded, not judged.
 # Results (history, report, pictures, broker logs) stay in target/elastic-ci; the binaries are taken from
