@@ -214,6 +214,16 @@ fn run_real(args: RunArgs) -> ExitCode {
         }
         Some(Ok((summary, report))) => {
             print!("{report}");
+            if let Some(gap) = &summary.longest_write_gap {
+                println!(
+                    "longest stretch without an acknowledged write: {:.2} s on {}/{} ({} the {:.0} s goal)",
+                    gap.gap_ns as f64 / 1e9,
+                    gap.partition.topic,
+                    gap.partition.partition,
+                    if gap.within_goal { "within" } else { "over" },
+                    gap.goal_ns as f64 / 1e9
+                );
+            }
             println!("run: {} (seed {}); results in {}", summary.verdict, summary.seed, out.display());
             if summary.valid {
                 ExitCode::SUCCESS

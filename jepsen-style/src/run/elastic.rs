@@ -30,12 +30,6 @@ const POLL: Duration = Duration::from_millis(250);
 /// A stopped broker that has not exited by then is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The brokers named in every config's `[[cluster]]`: the first ones. The added brokers are joiners:
-/// they start empty and ask the founders to let them in.
-pub fn founders(first: usize) -> usize {
-    first
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
     /// Start these brokers and wait until they are registered.

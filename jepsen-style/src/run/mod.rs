@@ -227,7 +227,8 @@ pub async fn run(config: RunConfig) -> Result<(RunSummary, Report), RunError> {
     });
     let (count, founders) = match config.scenario {
         Scenario::Faults => (config.brokers, config.brokers),
-        Scenario::Elastic => (config.brokers + elastic::ADDED, elastic::founders(config.brokers)),
+        // The added brokers join: they start empty and ask the first ones, the founders, to let them in.
+        Scenario::Elastic => (config.brokers + elastic::ADDED, config.brokers),
     };
     let cluster = Arc::new(Cluster::new(
         &config.out,
