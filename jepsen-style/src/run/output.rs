@@ -106,14 +106,15 @@ fn steps(steps: &[StepWindow]) -> String {
                 .moves
                 .iter()
                 .map(|m| {
-                    let took = m.took_ns.map_or("unfinished".into(), |ns| format!("{} s", s(ns)));
+                    let took = m.took_ns.map_or("unfinished".into(), |ns| format!("{:.2} s", ns as f64 / 1e9));
                     format!("{}/{} {:?} → {:?} {took}", m.topic, m.partition, m.from, m.to)
                 })
                 .collect();
             let gap = step.longest_write_gap.as_ref().map_or("-".into(), |g| {
                 format!(
-                    "{:.2} s on {} ({}-{} s)",
+                    "{:.2} s on {}/{} ({}-{} s)",
                     g.gap_ns as f64 / 1e9,
+                    g.partition.topic,
                     g.partition.partition,
                     s(g.from_ns),
                     s(g.to_ns)
