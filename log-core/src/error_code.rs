@@ -46,6 +46,8 @@ pub enum ErrorCode {
     InvalidTimestamp = 32,
     UnsupportedCompressionType = 76,
     KafkaStorageError = 56,
+    ReassignmentInProgress = 60,
+    NoReassignmentInProgress = 85,
     UnknownProducerId = 59,
     InvalidRecord = 87,
 }

@@ -10,11 +10,14 @@ mod assign;
 mod command;
 mod config;
 mod error;
+pub mod plan;
 mod producer_ids;
+mod quorum;
+mod reassign;
 mod snapshot;
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use command::{Command, DecodeError, Outcome};
 pub use config::{
@@ -23,6 +26,8 @@ pub use config::{
 };
 pub use error::MetadataError;
 pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+pub use quorum::{MetadataMembers, MAX_METADATA_VOTERS};
+pub use reassign::Reassignment;
 pub use topic::{
     validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
     OFFSETS_TOPIC,
@@ -42,6 +47,9 @@ pub struct ClusterMetadata {
     next_producer_id: i64,
     /// The newest block of producer ids of each broker that asked for one.
     producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Brokers unregistered: they left for good, and their ids stay unused
+    /// (a removed broker still running must not register itself back).
+    removed: BTreeSet<BrokerId>,
     /// Derived from `topics` (not serialized): lookups by id, as Fetch v13+ does.
     names_by_id: BTreeMap<TopicId, String>,
 }
@@ -50,14 +58,29 @@ impl ClusterMetadata {
     /// Applies a committed command: all of it, or nothing and an error.
     pub fn apply(&mut self, command: Command) -> Result<Outcome, MetadataError> {
         let outcome = match command {
-            Command::RegisterBroker { id, host, port, rack } => {
-                self.register_broker(id, Broker { host, port, rack })?
+            Command::RegisterBroker { id, host, port, rack, raft } => {
+                self.register_broker(id, Broker { host, port, rack, raft })?
             }
+            Command::UnregisterBroker { id } => self.unregister_broker(id)?,
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
                 self.create_topic(name, id, partitions, replication_factor, configs)?
             }
             Command::DeleteTopic { name } => self.delete_topic(name)?,
             Command::AllocateProducerIds { broker, token } => self.allocate_producer_ids(broker, token)?,
+            Command::ReassignPartition { topic, partition, replicas } => {
+                self.reassign_partition(topic, partition, replicas)?
+            }
+            Command::CompleteReassignment { topic, partition, target } => {
+                let assignment = self.partition_mut(&topic, partition)?;
+                let before = assignment.replicas.clone();
+                assignment.complete_reassignment(&target)?;
+                let removed = before.into_iter().filter(|b| !target.contains(b)).collect();
+                Outcome::ReassignmentCompleted { topic, partition, removed }
+            }
+            Command::ReplicaDeleted { topic, partition, broker } => {
+                self.partition_mut(&topic, partition)?.replica_deleted(broker)?;
+                Outcome::ReplicaDeleted { topic, partition, broker }
+            }
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));
@@ -66,10 +89,49 @@ impl ClusterMetadata {
 
     fn register_broker(&mut self, id: BrokerId, broker: Broker) -> Result<Outcome, MetadataError> {
         topic::validate_broker(id, &broker).map_err(MetadataError::InvalidBroker)?;
+        if self.removed.contains(&id) {
+            return Err(MetadataError::BrokerRemoved(id));
+        }
         let previous = self.brokers.insert(id, broker);
         Ok(Outcome::BrokerRegistered { id, previous })
     }
 
+    /// Refused while any replica, or a move's target, names the broker: its
+    /// data must have moved off first.
+    fn unregister_broker(&mut self, id: BrokerId) -> Result<Outcome, MetadataError> {
+        if !self.brokers.contains_key(&id) {
+            return Err(MetadataError::UnknownBroker(id));
+        }
+        if let Some((topic, partition)) = self.partitions_on(id).next() {
+            return Err(MetadataError::BrokerInUse { broker: id, topic: topic.to_owned(), partition });
+        }
+        // A replica it has not reported deleted is moot: the id never comes
+        // back, so no move can bring the partition back onto it. (A broker
+        // that died for good never reports.)
+        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.leaving.retain(|&b| b != id);
+        }
+        self.brokers.remove(&id);
+        self.producer_id_blocks.remove(&id);
+        self.removed.insert(id);
+        Ok(Outcome::BrokerUnregistered { id })
+    }
+
+    /// The partitions whose replicas (those being added included) or move
+    /// target name `broker`.
+    pub fn partitions_on(&self, broker: BrokerId) -> impl Iterator<Item = (&str, i32)> + '_ {
+        self.topics.iter().flat_map(move |(name, t)| {
+            let named = t.partitions.iter().enumerate().filter(move |(_, p)| {
+                p.replicas.contains(&broker) || p.reassignment.as_ref().is_some_and(|r| r.target.contains(&broker))
+            });
+            named.map(move |(i, _)| (name.as_str(), i as i32))
+        })
+    }
+
+    /// Whether `id` was unregistered (it left the cluster for good).
+    pub fn is_removed(&self, id: BrokerId) -> bool {
+        self.removed.contains(&id)
+    }
     /// Checks in Kafka's order (name, existence, then the request's numbers),
     /// and mutates only once everything has passed.
     fn create_topic(
@@ -141,6 +203,49 @@ impl ClusterMetadata {
         Ok(Outcome::ProducerIdsAllocated { broker, block })
     }
 
+    /// Starts (`Some`) or cancels (`None`) a move; the target must name
+    /// distinct registered brokers.
+    fn reassign_partition(
+        &mut self,
+        topic: String,
+        partition: i32,
+        replicas: Option<Vec<BrokerId>>,
+    ) -> Result<Outcome, MetadataError> {
+        if let Some(target) = &replicas {
+            if target.is_empty() {
+                return Err(MetadataError::InvalidReplicaAssignment("no replicas"));
+            }
+            if target.iter().enumerate().any(|(i, b)| target[..i].contains(b)) {
+                return Err(MetadataError::InvalidReplicaAssignment("a broker is named twice"));
+            }
+            if !target.iter().all(|b| self.brokers.contains_key(b)) {
+                return Err(MetadataError::InvalidReplicaAssignment("a broker is not registered"));
+            }
+        }
+        let assignment = self.partition_mut(&topic, partition)?;
+        match replicas {
+            Some(target) => assignment.start_reassignment(target)?,
+            None => assignment.cancel_reassignment()?,
+        }
+        Ok(Outcome::PartitionReassigned { topic, partition })
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionAssignment, MetadataError> {
+        let t = self.topics.get_mut(topic).ok_or_else(|| MetadataError::UnknownTopic(topic.to_owned()))?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+            .ok_or_else(|| MetadataError::UnknownPartition { topic: topic.to_owned(), partition })
+    }
+
+    /// Every partition with a move in progress: (topic, partition, assignment).
+    pub fn reassignments(&self) -> impl Iterator<Item = (&str, i32, &PartitionAssignment)> + '_ {
+        self.topics.iter().flat_map(|(name, t)| {
+            let moving = t.partitions.iter().enumerate().filter(|(_, p)| p.reassignment.is_some());
+            moving.map(move |(i, p)| (name.as_str(), i as i32, p))
+        })
+    }
+
     /// The number of commands accepted so far.
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -197,7 +302,7 @@ mod tests {
     use crate::ErrorCode;
 
     fn register(id: BrokerId) -> Command {
-        Command::RegisterBroker { id, host: format!("b{id}"), port: 9092, rack: None }
+        Command::RegisterBroker { id, host: format!("b{id}"), port: 9092, rack: None, raft: None }
     }
 
     fn create(name: &str, id: u8, partitions: i32, replication_factor: i16) -> Command {
@@ -262,7 +367,10 @@ mod tests {
             (create("x", 2, 1, 2), ErrorCode::InvalidReplicationFactor),
             (create("x", 2, 1, -1), ErrorCode::InvalidReplicationFactor),
             (Command::DeleteTopic { name: "x".into() }, ErrorCode::UnknownTopicOrPartition),
-            (Command::RegisterBroker { id: -1, host: "h".into(), port: 1, rack: None }, ErrorCode::InvalidRequest),
+            (
+                Command::RegisterBroker { id: -1, host: "h".into(), port: 1, rack: None, raft: None },
+                ErrorCode::InvalidRequest,
+            ),
         ];
         for (command, code) in rejected {
             assert_eq!(m.apply(command.clone()).map_err(|e| e.code()), Err(code), "{command:?}");
@@ -295,17 +403,98 @@ mod tests {
         assert_eq!(m.topic_by_id(&id).map(|(name, _)| name), Some("t"));
     }
 
+    fn reassign(topic: &str, partition: i32, replicas: Option<&[BrokerId]>) -> Command {
+        Command::ReassignPartition { topic: topic.into(), partition, replicas: replicas.map(<[_]>::to_vec) }
+    }
+
+    #[test]
+    fn reassignments_are_validated_and_survive_a_snapshot() {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2, 3, 4] {
+            m.apply(register(id)).unwrap();
+        }
+        m.apply(create("t", 1, 2, 3)).unwrap();
+        let before = m.clone();
+        let refused = [
+            (reassign("t", 0, Some(&[])), ErrorCode::InvalidReplicaAssignment),
+            (reassign("t", 0, Some(&[1, 1])), ErrorCode::InvalidReplicaAssignment),
+            (reassign("t", 0, Some(&[1, 9])), ErrorCode::InvalidReplicaAssignment),
+            (reassign("t", 2, Some(&[1])), ErrorCode::UnknownTopicOrPartition),
+            (reassign("u", 0, Some(&[1])), ErrorCode::UnknownTopicOrPartition),
+            (reassign("t", 0, None), ErrorCode::NoReassignmentInProgress),
+        ];
+        for (command, code) in refused {
+            assert_eq!(m.apply(command.clone()).map_err(|e| e.code()), Err(code), "{command:?}");
+            assert_eq!(m, before);
+        }
+        m.apply(reassign("t", 0, Some(&[1, 2, 4]))).unwrap();
+        let moving = m.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(moving.replicas(), [1, 2, 4, 3]);
+        let err = m.apply(reassign("t", 0, Some(&[1, 2, 3]))).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ReassignmentInProgress);
+        assert_eq!(m.reassignments().map(|(t, p, _)| (t, p)).collect::<Vec<_>>(), [("t", 0)]);
+
+        let restored = ClusterMetadata::decode(&m.encode()).unwrap();
+        assert_eq!(restored, m);
+        assert_eq!(restored.topic("t").unwrap().partition(0), Some(&moving));
+
+        let done = Command::CompleteReassignment { topic: "t".into(), partition: 0, target: vec![1, 2, 4] };
+        let outcome = m.apply(done.clone()).unwrap();
+        assert_eq!(outcome, Outcome::ReassignmentCompleted { topic: "t".into(), partition: 0, removed: vec![3] });
+        assert_eq!(m.replicas("t", 0), Some(&[1, 2, 4][..]));
+        assert_eq!(m.apply(done).unwrap_err().code(), ErrorCode::NoReassignmentInProgress);
+        assert_eq!(m.reassignments().count(), 0);
+        assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m);
+    }
+
     #[test]
     fn re_registration_updates_the_address() {
         let mut m = ClusterMetadata::default();
         m.apply(register(4)).unwrap();
-        let moved = Command::RegisterBroker { id: 4, host: "new".into(), port: 1, rack: Some("r".into()) };
+        let moved = Command::RegisterBroker { id: 4, host: "new".into(), port: 1, rack: Some("r".into()), raft: None };
         let outcome = m.apply(moved).unwrap();
         assert_eq!(
             outcome,
-            Outcome::BrokerRegistered { id: 4, previous: Some(Broker { host: "b4".into(), port: 9092, rack: None }) }
+            Outcome::BrokerRegistered {
+                id: 4,
+                previous: Some(Broker { host: "b4".into(), port: 9092, rack: None, raft: None })
+            }
         );
         assert_eq!(m.broker(4).map(|b| b.host.as_str()), Some("new"));
         assert_eq!(m.brokers().count(), 1);
+    }
+
+    #[test]
+    fn a_broker_leaves_only_once_empty_and_for_good() {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2, 3, 4] {
+            m.apply(register(id)).unwrap();
+        }
+        m.apply(create("t", 1, 1, 3)).unwrap();
+        let replicas = m.replicas("t", 0).unwrap().to_vec();
+        let empty = *[1, 2, 3, 4].iter().find(|b| !replicas.contains(b)).unwrap();
+        let holder = replicas[0];
+        let before = m.clone();
+        let refused = m.apply(Command::UnregisterBroker { id: holder }).unwrap_err();
+        assert!(matches!(refused, MetadataError::BrokerInUse { broker, .. } if broker == holder), "{refused}");
+        assert_eq!(refused.code(), ErrorCode::InvalidRequest);
+        assert_eq!(m.apply(Command::UnregisterBroker { id: 9 }), Err(MetadataError::UnknownBroker(9)));
+        assert_eq!(m, before);
+
+        // A move's target names a broker before its replicas do.
+        let target: Vec<BrokerId> = replicas.iter().copied().filter(|&b| b != holder).chain([empty]).collect();
+        m.apply(reassign("t", 0, Some(&target))).unwrap();
+        assert!(matches!(m.apply(Command::UnregisterBroker { id: empty }), Err(MetadataError::BrokerInUse { .. })));
+        m.apply(Command::CompleteReassignment { topic: "t".into(), partition: 0, target }).unwrap();
+        assert_eq!(m.topic("t").unwrap().partition(0).unwrap().leaving(), [holder]);
+
+        m.apply(Command::AllocateProducerIds { broker: holder, token: 1 }).unwrap();
+        assert_eq!(m.apply(Command::UnregisterBroker { id: holder }), Ok(Outcome::BrokerUnregistered { id: holder }));
+        assert!(m.broker(holder).is_none() && m.is_removed(holder));
+        let partition = m.topic("t").unwrap().partition(0).unwrap();
+        assert!(partition.leaving().is_empty(), "a removed broker never reports its replica deleted");
+        assert_eq!(m.producer_id_block(holder), None, "its producer ids go with it");
+        assert_eq!(m.apply(register(holder)), Err(MetadataError::BrokerRemoved(holder)));
+        assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m, "removals survive a snapshot");
     }
 }

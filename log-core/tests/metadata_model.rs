@@ -39,7 +39,7 @@ fn corrupted_commands_are_errors_not_panics() {
         let at = *at as usize % bytes.len();
         bytes[at] = *byte;
         let mut machine = ClusterMetadata::default();
-        let _ = machine.apply(Command::RegisterBroker { id: 0, host: "h".into(), port: 1, rack: None });
+        let _ = machine.apply(Command::RegisterBroker { id: 0, host: "h".into(), port: 1, rack: None, raft: None });
         for bytes in [&bytes[..], &bytes[..at]] {
             if let Ok(command) = Command::decode(bytes) {
                 let _ = machine.apply(command);
@@ -51,7 +51,7 @@ fn corrupted_commands_are_errors_not_panics() {
 #[test]
 fn partitions_beyond_the_limit_are_refused() {
     let mut m = ClusterMetadata::default();
-    m.apply(Command::RegisterBroker { id: 0, host: "h".into(), port: 1, rack: None }).unwrap();
+    m.apply(Command::RegisterBroker { id: 0, host: "h".into(), port: 1, rack: None, raft: None }).unwrap();
     let create = |partitions| Command::CreateTopic {
         name: "big".into(),
         id: [9; 16],

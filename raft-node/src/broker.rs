@@ -92,7 +92,8 @@ pub async fn run_on_with(
     let (advertised_host, advertised_port) = config.advertised();
     let node_config = NodeConfig {
         node_id,
-        voters: config.cluster.iter().map(|m| m.id).collect(),
+        founders: config.cluster.iter().map(|m| (m.id, m.raft)).collect(),
+        raft_address: config.raft_address(),
         advertised_host,
         advertised_port,
         raft: RaftSettings {

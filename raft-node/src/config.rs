@@ -10,14 +10,19 @@
 //!
 //! [raft]
 //! listen = "127.0.0.1:19092"       # broker-to-broker traffic
+//! # advertised = "10.0.0.5:19092"  # where other brokers reach it (default: its
+//! #                                # [[cluster]] entry, else listen)
 //! tick_ms = 100                    # one raft tick
 //! election_ticks = 10              # election timeout, in ticks (randomized up to 2x)
 //! heartbeat_ticks = 2
 //!
-//! [[cluster]]                      # the brokers that form the cluster (metadata voters)
-//! id = 1
+//! [[cluster]]                      # the brokers that formed the cluster (the founders:
+//! id = 1                           # the metadata group's first voters)
 //! raft = "127.0.0.1:19092"
-//! # ... one entry per broker
+//! # ... one entry per founder, the same list on every broker. A broker whose
+//! # node_id is not listed is a joiner: it starts empty and asks the founders
+//! # to let it into the running cluster (it then keeps in touch with every
+//! # registered broker, also after a restart).
 //!
 //! [storage]
 //! segment_bytes = 67108864         # segment roll size; a topic's segment.bytes overrides it
@@ -65,6 +70,10 @@ pub struct KafkaSection {
 #[serde(deny_unknown_fields)]
 pub struct RaftSection {
     pub listen: SocketAddr,
+    /// Where other brokers reach this one; defaults to its `[[cluster]]`
+    /// entry, else `listen`. A joiner registers it.
+    #[serde(default)]
+    pub advertised: Option<SocketAddr>,
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     #[serde(default = "default_election_ticks")]
@@ -185,8 +194,12 @@ impl BrokerConfig {
         if ids.len() != self.cluster.len() {
             return invalid("two [[cluster]] entries share an id".into());
         }
-        if !ids.contains(&self.node_id) {
-            return invalid(format!("node_id {} is not among the [[cluster]] members {ids:?}", self.node_id));
+        if ids.is_empty() {
+            return invalid("[[cluster]] must name the founders (this broker, or those a joiner contacts)".into());
+        }
+        let raft = self.raft_address();
+        if raft.ip().is_unspecified() || raft.port() == 0 {
+            return invalid(format!("raft address {raft} cannot be dialled: set raft.advertised"));
         }
         if self.raft.election_ticks <= self.raft.heartbeat_ticks || self.raft.tick_ms == 0 {
             return invalid("raft: election_ticks must exceed heartbeat_ticks, and tick_ms be positive".into());
@@ -202,6 +215,17 @@ impl BrokerConfig {
             return invalid(format!("kafka.advertised must be host:port, got {:?}", self.kafka.advertised));
         }
         Ok(())
+    }
+
+    /// Whether this broker joins a running cluster instead of founding it.
+    pub fn is_joiner(&self) -> bool {
+        !self.cluster.iter().any(|m| m.id == self.node_id)
+    }
+
+    /// Where other brokers reach this one's raft transport.
+    pub fn raft_address(&self) -> SocketAddr {
+        let founder = self.cluster.iter().find(|m| m.id == self.node_id).map(|m| m.raft);
+        founder.or(self.raft.advertised).unwrap_or(self.raft.listen)
     }
 
     /// The Kafka address clients are told to use.
@@ -246,10 +270,25 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_not_among_the_founders_joins() {
+        let config: BrokerConfig = toml::from_str(EXAMPLE).expect("parses");
+        assert!(!config.is_joiner());
+        let joiner = EXAMPLE.replace("node_id = 2", "node_id = 3");
+        let config: BrokerConfig = toml::from_str(&joiner).expect("parses");
+        config.validate().expect("a joiner is valid");
+        assert!(config.is_joiner());
+        assert_eq!(config.raft_address(), "127.0.0.1:19093".parse().unwrap(), "its listen address");
+        let anywhere = joiner.replace("listen = \"127.0.0.1:19093\"", "listen = \"0.0.0.0:19093\"");
+        let config: BrokerConfig = toml::from_str(&anywhere).expect("parses");
+        assert!(config.validate().unwrap_err().to_string().contains("raft.advertised"));
+        let advertised = anywhere.replace("[raft]", "[raft]\nadvertised = \"10.0.0.3:19093\"");
+        let config: BrokerConfig = toml::from_str(&advertised).expect("parses");
+        config.validate().expect("advertised");
+        assert_eq!(config.raft_address(), "10.0.0.3:19093".parse().unwrap());
+    }
+
+    #[test]
     fn mistakes_are_named() {
-        let not_member = EXAMPLE.replace("node_id = 2", "node_id = 3");
-        let config: BrokerConfig = toml::from_str(&not_member).expect("parses");
-        assert!(config.validate().unwrap_err().to_string().contains("not among"));
         let no_offsets: BrokerConfig =
             toml::from_str(&format!("{EXAMPLE}\n[groups]\noffsets_partitions = 0\n")).expect("parses");
         assert!(no_offsets.validate().unwrap_err().to_string().contains("offsets_partitions"));

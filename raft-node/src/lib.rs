@@ -13,6 +13,7 @@ pub mod node;
 pub mod peer_message;
 pub mod planted;
 pub mod replica;
+pub mod replica_id;
 pub mod storage;
 pub mod transport;
 pub mod watch;

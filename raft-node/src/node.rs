@@ -8,6 +8,7 @@
 //! cluster (metadata plus who leads what) for the Kafka API.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,9 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
+use crate::replica::membership::Step;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
 use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
+use crate::replica_id::{broker_of, replica_id};
 use crate::storage::{Disk, LogConfig};
 use crate::transport::{Inbound, Transport};
 use crate::watch;
@@ -34,8 +37,12 @@ use crate::watch;
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node_id: u64,
-    /// The metadata group's voters when the cluster is first formed.
-    pub voters: Vec<u64>,
+    /// The brokers that formed the cluster (`[[cluster]]`) and their raft
+    /// addresses: the metadata group's first voters. A broker not among them
+    /// is a joiner: it starts with no metadata and asks them to let it in.
+    pub founders: BTreeMap<u64, SocketAddr>,
+    /// Where other brokers reach this one's raft transport (registered).
+    pub raft_address: SocketAddr,
     /// The Kafka address this broker registers for clients.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -86,6 +93,15 @@ impl ClockRate {
     fn period(&self, tick: Duration) -> Duration {
         tick * 100 / self.percent()
     }
+}
+
+/// A partition the metadata is moving: its target brokers and their raft ids.
+struct Moving {
+    group: GroupId,
+    topic: String,
+    partition: i32,
+    target: Vec<i32>,
+    voters: Vec<u64>,
 }
 
 /// Who leads a group, and in which term (a higher term wins).
@@ -185,6 +201,13 @@ pub struct Node {
     failed: BTreeMap<GroupId, u64>,
     /// Leadership of groups hosted elsewhere, from peers' hints.
     hints: BTreeMap<GroupId, Leadership>,
+    /// Moves this broker's groups have finished, and the tick their
+    /// completion was last proposed to the metadata group.
+    completing: BTreeMap<GroupId, u64>,
+    /// The transport's peers and the addresses it dials (see `sync_peers`).
+    peers: BTreeMap<u64, SocketAddr>,
+    /// Brokers that asked this one to let them in, until they are registered.
+    joiners: BTreeMap<u64, SocketAddr>,
     view: watch::Sender<Arc<ClusterView>>,
     requests: mpsc::Receiver<Request>,
     rng: ChaCha8Rng,
@@ -227,18 +250,24 @@ impl Node {
             settings: config.raft.clone(),
             logger: logger.clone(),
         };
+        // A joiner's metadata replica starts empty, as a partition learner's:
+        // it learns the configuration from the leader's snapshot once added.
+        let founders: Vec<u64> = config.founders.keys().copied().collect();
+        let voters = if config.founders.contains_key(&config.node_id) { founders } else { Vec::new() };
         let mut metadata =
-            Replica::open(GroupId::Metadata, &config.voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
+            Replica::open(GroupId::Metadata, &voters, rng.next_u64(), &env).map_err(NodeError::Metadata)?;
         metadata.set_on_applied(config.on_applied.clone());
+        metadata.set_durable_apply();
         let (requests_tx, requests) = mpsc::channel(1024);
         let view = watch::Sender::new(Arc::new(ClusterView::default()));
         let handle = NodeHandle {
             node_id: config.node_id,
-            founders: config.voters.len(),
+            founders: config.founders.len(),
             offsets_partitions: config.offsets_partitions,
             requests: requests_tx,
             view: view.subscribe(),
         };
+        let peers = config.founders.iter().filter(|(&id, _)| id != config.node_id).map(|(&id, &a)| (id, a)).collect();
         let mut node = Node {
             config,
             env,
@@ -247,6 +276,9 @@ impl Node {
             partitions: BTreeMap::new(),
             failed: BTreeMap::new(),
             hints: BTreeMap::new(),
+            completing: BTreeMap::new(),
+            peers,
+            joiners: BTreeMap::new(),
             view,
             requests,
             rng,
@@ -254,6 +286,7 @@ impl Node {
             logger,
         };
         node.reconcile()?;
+        node.sync_peers();
         node.publish_view();
         Ok((node, handle))
     }
@@ -297,12 +330,16 @@ impl Node {
         self.metadata.tick();
         self.partitions.values_mut().for_each(|r| r.tick());
         if self.ticks % ANNOUNCE_TICKS == 0 {
+            self.sync_peers();
             self.register();
             self.announce(|_| true);
+            self.report_deleted();
         }
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
         }
+        self.drive_moves();
+        self.drive_metadata_membership()?;
         if self.failed.values().any(|&due| due <= self.ticks) {
             let ticks = self.ticks;
             self.failed.retain(|_, due| *due > ticks);
@@ -346,11 +383,175 @@ impl Node {
         }
     }
 
+    /// Each group this broker leads that the metadata is moving takes its
+    /// next membership step (see `replica::membership`); once its voters are
+    /// the target, the move's completion is proposed to the metadata group,
+    /// again every `ANNOUNCE_TICKS` until the metadata shows it.
+    fn drive_moves(&mut self) {
+        let state = self.metadata.machine.state();
+        let moves: Vec<Moving> = state
+            .reassignments()
+            .filter_map(|(name, partition, assignment)| {
+                let group = GroupId::Partition { topic: state.topic(name)?.id(), partition };
+                let target = assignment.reassignment()?.target.clone();
+                let voters = target.iter().map(|&b| replica_id(b as u64, assignment.generation(b))).collect();
+                Some(Moving { group, topic: name.to_owned(), partition, target, voters })
+            })
+            .collect();
+        self.completing.retain(|group, _| moves.iter().any(|m| m.group == *group));
+        let mut failed = Vec::new();
+        for Moving { group, topic, partition, target, voters } in moves {
+            let Some(replica) = self.partitions.get_mut(&group) else { continue };
+            match replica.drive_membership(&voters, &[]) {
+                Ok(Some(Step::Done)) => {
+                    let due = self.completing.get(&group).is_none_or(|&at| at + ANNOUNCE_TICKS <= self.ticks);
+                    if due {
+                        self.completing.insert(group, self.ticks);
+                        let command = Command::CompleteReassignment { topic, partition, target };
+                        if let Err(e) = self.metadata.propose(command.encode()) {
+                            slog::debug!(self.logger, "move completion not proposed"; "group" => %group, "error" => %e);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    slog::crit!(self.logger, "membership change failed; the replica stops serving until reopened"; "group" => %group, "error" => %e);
+                    failed.push(group);
+                }
+            }
+        }
+        for group in failed {
+            self.fail(group);
+        }
+    }
+
+    /// The metadata group's leader moves its membership towards
+    /// `ClusterMetadata::metadata_members`: every broker in the cluster a
+    /// member, 3 or 5 of them voters, one configuration change at a time.
+    fn drive_metadata_membership(&mut self) -> Result<(), NodeError> {
+        if !self.metadata.is_leader() {
+            return Ok(());
+        }
+        let founders: Vec<i32> = self.config.founders.keys().map(|&id| id as i32).collect();
+        let members = self.metadata.machine.state().metadata_members(&founders);
+        let ids = |set: &std::collections::BTreeSet<i32>| set.iter().map(|&id| id as u64).collect::<Vec<u64>>();
+        self.metadata.drive_membership(&ids(&members.voters), &ids(&members.learners)).map_err(NodeError::Metadata)?;
+        Ok(())
+    }
+
+    /// Links the transport to every broker this one may need to talk to: the
+    /// registered brokers (at their registered raft address), the founders
+    /// not registered yet (at their configured one) and the brokers asking to
+    /// join. A broker unregistered is dropped once the metadata group no
+    /// longer has it. Runs on every metadata change and every
+    /// `ANNOUNCE_TICKS` (configuration changes are not metadata changes).
+    fn sync_peers(&mut self) {
+        let me = self.config.node_id;
+        let state = self.metadata.machine.state();
+        self.joiners.retain(|&id, _| state.broker(id as i32).is_none() && !state.is_removed(id as i32));
+        let mut wanted: BTreeMap<u64, SocketAddr> = self.joiners.clone();
+        for (&id, &addr) in &self.config.founders {
+            if state.broker(id as i32).is_none() && !state.is_removed(id as i32) {
+                wanted.insert(id, addr);
+            }
+        }
+        for (id, broker) in state.brokers() {
+            match broker.raft.as_deref().map(str::parse::<SocketAddr>) {
+                Some(Ok(addr)) => {
+                    wanted.insert(id as u64, addr);
+                }
+                // Registered before brokers registered their raft address: a
+                // founder, at its configured address, until it registers again.
+                None => {
+                    if let Some(&addr) = self.config.founders.get(&(id as u64)) {
+                        wanted.insert(id as u64, addr);
+                    }
+                }
+                Some(Err(e)) => slog::warn!(self.logger, "unusable raft address"; "broker" => id, "error" => %e),
+            }
+        }
+        // A broker unregistered stays linked while the metadata group still
+        // has it (its leader may be handing over to another voter).
+        let conf = self.metadata.conf_state();
+        for id in conf.voters.iter().chain(&conf.voters_outgoing).chain(&conf.learners) {
+            if let (false, Some(&addr)) = (wanted.contains_key(id), self.peers.get(id)) {
+                wanted.insert(*id, addr);
+            }
+        }
+        wanted.remove(&me);
+        let gone: Vec<u64> = self.peers.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        for id in gone {
+            slog::info!(self.logger, "broker left the cluster; peer dropped"; "peer" => id);
+            self.transport.remove_peer(id);
+            self.peers.remove(&id);
+        }
+        for (id, addr) in wanted {
+            if self.peers.get(&id) != Some(&addr) {
+                slog::info!(self.logger, "peer linked"; "peer" => id, "raft" => %addr);
+                if self.transport.add_peer(id, addr).is_ok() {
+                    self.peers.insert(id, addr);
+                }
+            }
+        }
+    }
+
+    /// A broker asks to be let in: link to it, and propose its registration.
+    fn on_join(&mut self, from: u64, id: u64, raft: String, host: String, port: u16) {
+        let state = self.metadata.machine.state();
+        let addr = match raft.parse::<SocketAddr>() {
+            Ok(addr) if from == id && i32::try_from(id).is_ok() && !state.is_removed(id as i32) => addr,
+            _ => {
+                slog::warn!(self.logger, "join request refused"; "from" => from, "id" => id, "raft" => raft);
+                return;
+            }
+        };
+        let registered = state
+            .broker(id as i32)
+            .is_some_and(|b| b.host == host && b.port == port && b.raft.as_deref() == Some(raft.as_str()));
+        if state.broker(id as i32).is_none() {
+            self.joiners.insert(id, addr);
+            self.sync_peers();
+        }
+        if !registered && self.metadata.leader().is_some() {
+            let command = Command::RegisterBroker { id: id as i32, host, port, rack: None, raft: Some(raft) };
+            if let Err(e) = self.metadata.propose(command.encode()) {
+                slog::debug!(self.logger, "join registration not proposed"; "broker" => id, "error" => %e);
+            }
+        }
+    }
+
+    /// Tells the metadata group which replicas moved off this broker it has
+    /// deleted (`reconcile` deletes them), so that later moves may bring the
+    /// partition back here: until then its group could take the old
+    /// replica's log for the new one's.
+    fn report_deleted(&mut self) {
+        let me = self.config.node_id;
+        let mut deleted = Vec::new();
+        for (name, topic) in self.metadata.machine.state().topics() {
+            for (index, assignment) in topic.partitions().iter().enumerate() {
+                let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
+                let gone = !self.partitions.contains_key(&group) && !self.failed.contains_key(&group);
+                if gone && assignment.leaving().iter().any(|&b| b as u64 == me) {
+                    deleted.push((name.to_owned(), index as i32));
+                }
+            }
+        }
+        for (topic, partition) in deleted {
+            let command = Command::ReplicaDeleted { topic, partition, broker: me as i32 };
+            if let Err(e) = self.metadata.propose(command.encode()) {
+                slog::debug!(self.logger, "replica deletion not reported"; "error" => %e);
+            }
+        }
+    }
+
     fn on_peer(&mut self, from: u64, payload: &[u8]) {
         match PeerMessage::decode(payload) {
             Ok(PeerMessage::Raft { group: GroupId::Metadata, message }) => self.metadata.step(message),
             Ok(PeerMessage::Raft { group, message }) => match self.partitions.get_mut(&group) {
-                Some(replica) => replica.step(message),
+                Some(replica) if message.to == replica.id() => replica.step(message),
+                // For another generation of this broker's replica: stale.
+                Some(_) => slog::debug!(self.logger, "message for another replica generation"; "group" => %group,
+                    "from" => from, "to" => message.to),
                 // Not created here yet (metadata still on its way) or deleted:
                 // raft retries, so dropping is safe.
                 None => slog::debug!(self.logger, "message for unknown group"; "group" => %group, "from" => from),
@@ -362,6 +563,7 @@ impl Node {
                     self.publish_view();
                 }
             }
+            Ok(PeerMessage::Join { id, raft, host, port }) => self.on_join(from, id, raft, host, port),
             Err(e) => slog::warn!(self.logger, "undecodable peer message"; "from" => from, "error" => %e),
         }
     }
@@ -433,18 +635,21 @@ impl Node {
             self.fail(group);
         }
         for (group, message) in outbox.messages {
-            let to = message.to;
+            let to = broker_of(message.to);
             self.send(to, PeerMessage::Raft { group, message }.encode());
         }
         if self.metadata.machine.state().epoch() != metadata_epoch {
             self.reconcile()?;
+            self.sync_peers();
         }
         self.publish_view();
         Ok(())
     }
 
     /// Opens the replicas the metadata assigns here; removes the data of
-    /// deleted topics.
+    /// deleted topics, and of replicas moved off this broker (the metadata
+    /// drops a broker from a partition's replicas only once the group has
+    /// committed a configuration without it).
     fn reconcile(&mut self) -> Result<(), NodeError> {
         for topic in self.metadata.machine.take_deleted() {
             let other_topic = |group: &GroupId| !matches!(group, GroupId::Partition { topic: t, .. } if *t == topic);
@@ -456,25 +661,66 @@ impl Node {
             }
         }
         let me = self.config.node_id;
+        let state = self.metadata.machine.state();
+        let moved_off: Vec<GroupId> = self
+            .partitions
+            .keys()
+            .chain(self.failed.keys())
+            .filter(|group| match group {
+                GroupId::Partition { topic, partition } => state
+                    .topic_by_id(topic)
+                    .and_then(|(_, t)| t.partition(*partition))
+                    .is_some_and(|a| !a.replicas().iter().any(|&b| b as u64 == me)),
+                GroupId::Metadata => false,
+            })
+            .copied()
+            .collect();
+        let any_moved_off = !moved_off.is_empty();
+        for group in moved_off {
+            slog::info!(self.logger, "replica moved off this broker; deleting its data"; "group" => %group);
+            self.partitions.remove(&group);
+            self.failed.remove(&group);
+            let prefix = group.file_prefix();
+            for name in self.env.disk.list()?.into_iter().filter(|n| n.starts_with(&prefix)) {
+                self.env.disk.remove(&name)?;
+            }
+        }
+        if any_moved_off {
+            self.report_deleted();
+        }
         let mut wanted = Vec::new();
         for (_, topic) in self.metadata.machine.state().topics() {
             for (index, assignment) in topic.partitions().iter().enumerate() {
-                let voters: Vec<u64> = assignment.replicas().iter().map(|&b| b as u64).collect();
                 let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
                 let open = self.partitions.contains_key(&group) || self.failed.contains_key(&group);
-                if voters.contains(&me) && !open {
-                    wanted.push((group, voters, self.segment_bytes(topic.config())));
+                if assignment.replicas().iter().any(|&b| b as u64 == me) && !open {
+                    // Empty voters once the group may have moved: the replica
+                    // joins as a learner and learns its configuration.
+                    let voters: Vec<u64> = assignment
+                        .bootstrap_voters()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&b| replica_id(b as u64, 0))
+                        .collect();
+                    let id = replica_id(me, assignment.generation(me as i32));
+                    wanted.push((group, id, voters, self.segment_bytes(topic.config())));
                 }
             }
         }
-        for (group, voters, segment_bytes) in wanted {
+        for (group, id, voters, segment_bytes) in wanted {
             let seed = self.rng.next_u64();
             let env = ReplicaEnv {
+                node_id: id,
                 log_config: LogConfig { segment_bytes, ..self.env.log_config.clone() },
                 ..self.env.clone()
             };
             match Replica::open(group, &voters, seed, &env) {
                 Ok(mut replica) => {
+                    if let Some(hook) = &self.config.on_applied {
+                        // A replica opened (again, or anew after a move back
+                        // here) applies from its own start.
+                        hook.call(&group, &[]);
+                    }
                     replica.set_on_applied(self.config.on_applied.clone());
                     self.partitions.insert(group, replica);
                 }
@@ -497,25 +743,30 @@ impl Node {
         }
     }
 
-    /// Proposes this broker's registration until the metadata shows it.
+    /// Proposes this broker's registration until the metadata shows it; a
+    /// joiner also asks the founders to let it in (it cannot propose before
+    /// the metadata group has added it). A broker removed from the cluster
+    /// stays out.
     fn register(&mut self) {
         let me = self.config.node_id as i32;
-        let registered = self
-            .metadata
-            .machine
-            .state()
-            .broker(me)
-            .is_some_and(|b| b.host == self.config.advertised_host && b.port == self.config.advertised_port);
-        if registered || self.metadata.leader().is_none() {
+        let raft = self.config.raft_address.to_string();
+        let (host, port) = (&self.config.advertised_host, self.config.advertised_port);
+        let state = self.metadata.machine.state();
+        let registered =
+            state.broker(me).is_some_and(|b| b.host == *host && b.port == port && b.raft.as_deref() == Some(&raft));
+        if registered || state.is_removed(me) {
             return;
         }
-        let command = Command::RegisterBroker {
-            id: me,
-            host: self.config.advertised_host.clone(),
-            port: self.config.advertised_port,
-            rack: None,
-        };
-        let _ = self.metadata.propose(command.encode());
+        if !self.config.founders.contains_key(&self.config.node_id) {
+            let join = PeerMessage::Join { id: me as u64, raft: raft.clone(), host: host.clone(), port }.encode();
+            for &founder in self.config.founders.keys() {
+                self.send(founder, join.clone());
+            }
+        }
+        if self.metadata.leader().is_some() {
+            let command = Command::RegisterBroker { id: me, host: host.clone(), port, rack: None, raft: Some(raft) };
+            let _ = self.metadata.propose(command.encode());
+        }
     }
 
     /// Hands a payload to the transport. Raft tolerates lost messages (it

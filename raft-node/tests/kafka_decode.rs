@@ -1,21 +1,24 @@
 //! Request decoding: exact on valid requests, an error (never a panic or an abort) on anything else.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName,
+    AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest,
+    GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use raft_node::kafka::frame::FrameReader;
@@ -69,6 +72,23 @@ fn sample(api_key: ApiKey) -> RequestKind {
                 .with_replication_factor(1)])
             .into(),
         ApiKey::DeleteTopics => DeleteTopicsRequest::default().with_timeout_ms(300_000).into(),
+        // One partition moved, one move cancelled (no replicas).
+        ApiKey::AlterPartitionReassignments => AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![ReassignableTopic::default().with_name(name("t")).with_partitions(vec![
+                ReassignablePartition::default()
+                    .with_partition_index(0)
+                    .with_replicas(Some(vec![BrokerId(1), BrokerId(4)])),
+                ReassignablePartition::default().with_partition_index(1).with_replicas(None),
+            ])])
+            .into(),
+        ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                .with_name(name("t"))
+                .with_partition_indexes(vec![0, 1])]))
+            .into(),
+        ApiKey::UnregisterBroker => UnregisterBrokerRequest::default().with_broker_id(BrokerId(4)).into(),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
             .with_resources(vec![DescribeConfigsResource::default()
                 .with_resource_type(2)

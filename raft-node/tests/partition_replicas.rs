@@ -23,6 +23,12 @@
 //!   producer state is rebuilt from the log on every replica, so a new leader
 //!   after failover, and every replica after a power loss of all three, still
 //!   recognise the retries.
+//! - moving the partition to other replicas (raft membership changes driven
+//!   by the leader) while producing with acks=all: the new replica joins as
+//!   a learner from a snapshot and the log after it, the voters swap in one
+//!   joint change, a leader being removed hands over first, and every
+//!   acknowledged record is on every replica of the new configuration,
+//!   which commits without the removed one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +40,7 @@ use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
 use raft::eraftpb::{Entry, MessageType};
 use raft_node::group_id::GroupId;
+use raft_node::replica::membership::Step;
 use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine, ProduceResult};
 use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use raft_node::storage::{FaultyDisk, LogConfig};
@@ -233,6 +240,61 @@ impl Cluster {
     fn start(&mut self, id: u64) {
         let replica = Self::open(id, &self.disks[&id]);
         self.replicas.insert(id, replica);
+    }
+
+    /// A replica on a new broker: an empty log and no configuration, as the
+    /// node opens one the metadata is adding to the partition.
+    fn add_empty(&mut self, id: u64) {
+        let disk = Arc::new(FaultyDisk::new(id));
+        let replica = Replica::open(GROUP, &[], 100 + id, &env(id, &disk)).expect("open empty replica");
+        self.disks.insert(id, disk);
+        self.replicas.insert(id, replica);
+    }
+
+    /// Produces one batch with acks=all; `false` if the leader refused it
+    /// (NOT_LEADER_OR_FOLLOWER while it hands leadership over), in which
+    /// case nothing was written.
+    fn try_produce(&mut self) -> bool {
+        let next = self.replica(self.leader()).machine.log().next_offset();
+        let (offset, mut rx) = self.start_produce();
+        self.settle();
+        match rx.try_recv() {
+            Ok(Ok(base)) => {
+                assert_eq!(base, offset);
+                self.produced += 1;
+                true
+            }
+            Ok(Err(ErrorCode::NotLeaderOrFollower)) => {
+                assert_eq!(
+                    self.replica(self.leader()).machine.log().next_offset(),
+                    next,
+                    "a refused batch is not written"
+                );
+                false
+            }
+            other => panic!("produce of offset {offset}: {other:?}"),
+        }
+    }
+
+    /// Drives the leader's membership changes towards `target`, producing a
+    /// batch between steps, until the leader reports the target applied.
+    /// Returns the steps taken.
+    fn move_to(&mut self, target: &[u64]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for _ in 0..500 {
+            let leader = self.leader();
+            let step = self.replicas.get_mut(&leader).expect("leader").drive_membership(target, &[]).expect("drive");
+            let step = step.expect("the leader drives");
+            if step == Step::Done {
+                return steps;
+            }
+            if step != Step::Wait {
+                steps.push(step);
+            }
+            self.try_produce();
+            self.tick(1);
+        }
+        panic!("the move to {target:?} never finished: {steps:?}");
     }
 
     /// The next offset and high watermark of every running replica.
@@ -569,4 +631,103 @@ fn deduplication_survives_failover_and_a_power_loss_of_every_replica() {
     }
     assert_eq!(c.produce_batch(batch(0, 6, 1)), Ok(6));
     c.assert_ends(7);
+}
+
+/// The configuration every replica in `ids` has applied: (voters, learners), sorted.
+fn applied_confs(c: &Cluster, ids: &[u64]) -> Vec<(Vec<u64>, Vec<u64>)> {
+    let sorted = |mut v: Vec<u64>| {
+        v.sort();
+        v
+    };
+    ids.iter()
+        .map(|id| {
+            let conf = c.replica(*id).conf_state();
+            assert!(conf.voters_outgoing.is_empty(), "replica {id} left the joint configuration");
+            (sorted(conf.voters), sorted(conf.learners))
+        })
+        .collect()
+}
+
+/// Every replica in `ids` holds every acknowledged record, as the leader does.
+fn assert_holds_everything(c: &Cluster, ids: &[u64]) {
+    let leader = c.replica(c.leader());
+    let commit = leader.log().hard_state().commit;
+    for &id in ids {
+        let replica = c.replica(id);
+        assert_eq!(offsets(replica), (0, c.produced, c.produced), "replica {id}: offsets");
+        let first = replica.log().first_index();
+        let theirs = entries_through(replica, commit);
+        let ours: Vec<_> = entries_through(leader, commit).into_iter().filter(|(i, ..)| *i >= first).collect();
+        assert_eq!(theirs, ours, "replica {id}: the leader's entries");
+    }
+    assert_reads_back(leader, 0);
+}
+
+/// Moves the partition off the replica `pick` names onto broker 4 while
+/// producing, then checks the new configuration: every record on every new
+/// replica, commits without the removed one, and the new replica restarts
+/// intact. Returns the replica removed and the steps taken.
+fn move_off(pick: impl Fn(&Cluster) -> u64) -> (u64, Vec<Step>) {
+    let mut c = Cluster::new();
+    c.produce(20);
+    let removed = pick(&c);
+    c.add_empty(4);
+    c.tick(5);
+    assert!(c.replica(4).leader().is_none(), "an empty replica waits to be added: it never campaigns");
+    let target: Vec<u64> = IDS.iter().copied().filter(|&id| id != removed).chain([4]).collect();
+    let steps = c.move_to(&target);
+
+    assert_eq!(c.replica(4).log().first_index(), 2, "the learner started from the snapshot through entry 1");
+    assert!(c.snapshots_delivered.get(&4).is_some_and(|&n| n >= 1));
+    let voters: Vec<u64> = target.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    assert_eq!(applied_confs(&c, &target), vec![(voters, vec![]); 3]);
+    assert!(target.contains(&c.leader()), "a removed replica does not lead");
+    assert_holds_everything(&c, &target);
+
+    // The removed replica's data can go: the new voters commit without it,
+    // even with one of them down.
+    c.stop(removed);
+    c.produce(5);
+    let follower = *target.iter().find(|&&id| id != c.leader() && id != 4).expect("an old follower");
+    c.stop(follower);
+    c.produce(5);
+    c.start(follower);
+    c.restart(4);
+    c.settle();
+    c.tick(5);
+    assert_holds_everything(&c, &target);
+    (removed, steps)
+}
+
+#[test]
+fn moving_a_follower_adds_a_learner_then_swaps_voters_jointly() {
+    let (follower, steps) = move_off(|c| *IDS.iter().find(|&&id| id != c.leader()).expect("a follower"));
+    assert_eq!(steps[0], Step::AddLearner(4));
+    assert!(steps.contains(&Step::EnterJoint { add: vec![4], remove: vec![follower] }), "{steps:?}");
+    assert_eq!(steps.last(), Some(&Step::LeaveJoint));
+    assert!(!steps.iter().any(|s| matches!(s, Step::TransferLeader(_))), "{steps:?}");
+}
+
+#[test]
+fn moving_the_leader_hands_leadership_over_before_it_leaves() {
+    let (leader, steps) = move_off(Cluster::leader);
+    assert!(steps.iter().any(|s| matches!(s, Step::TransferLeader(to) if *to != leader)), "{steps:?}");
+    assert_eq!(steps.last(), Some(&Step::LeaveJoint));
+}
+
+#[test]
+fn a_cancelled_move_removes_the_learner_and_keeps_the_voters() {
+    let mut c = Cluster::new();
+    c.produce(5);
+    c.add_empty(4);
+    let leader = c.leader();
+    let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[1, 2, 4], &[]).expect("drive");
+    assert_eq!(step, Some(Step::AddLearner(4)));
+    c.settle();
+    assert_eq!(applied_confs(&c, &[1, 2, 3, 4]), vec![(vec![1, 2, 3], vec![4]); 4]);
+    assert_eq!(c.move_to(&IDS), vec![Step::RemoveLearner(4)]);
+    c.settle();
+    assert_eq!(applied_confs(&c, &IDS), vec![(vec![1, 2, 3], vec![]); 3]);
+    c.produce(3);
+    assert_holds_everything(&c, &IDS);
 }

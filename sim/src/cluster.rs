@@ -31,7 +31,13 @@ fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
         node_id: u64::from(id),
         data_dir: "unused".into(),
         kafka: KafkaSection { listen: address(id, KAFKA_PORT), advertised: None },
-        raft: RaftSection { listen: address(id, RAFT_PORT), tick_ms: 100, election_ticks: 10, heartbeat_ticks: 2 },
+        raft: RaftSection {
+            listen: address(id, RAFT_PORT),
+            advertised: None,
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        },
         cluster: (1..=brokers).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
         storage: Default::default(),
         // The workload has one consumer group, so one coordinator partition: each is a raft

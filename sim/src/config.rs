@@ -150,6 +150,8 @@ pub struct SimConfig {
     /// How long the workload and the nemesis run, before the heal phase.
     pub duration: Duration,
     pub faults: Faults,
+    /// Partition replicas are moved (decommission, rebalance) while the workload runs.
+    pub moves: bool,
 }
 
 impl SimConfig {
@@ -160,6 +162,7 @@ impl SimConfig {
             partitions: 8,
             duration: Duration::from_secs(60),
             faults: Faults::All { except: Vec::new() },
+            moves: false,
         }
     }
 
@@ -169,8 +172,10 @@ impl SimConfig {
     }
 
     fn flags_with(&self, faults: &str) -> String {
+        // `--moves` only when on: the configs of traces recorded before it read the same.
+        let moves = if self.moves { " --moves 1" } else { "" };
         format!(
-            "--brokers {} --partitions {} --duration {} --faults {faults}",
+            "--brokers {} --partitions {} --duration {} --faults {faults}{moves}",
             self.brokers,
             self.partitions,
             format_duration(self.duration),
@@ -206,6 +211,13 @@ impl SimConfig {
             }
             "--duration" => self.duration = parse_duration(value)?,
             "--faults" => self.faults = Faults::parse(value)?,
+            "--moves" => {
+                self.moves = match value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(format!("--moves {value}: 1 (move replicas while the workload runs) or 0")),
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -298,9 +310,14 @@ mod tests {
         config.set("--duration", "90s").unwrap();
         config.set("--brokers", "3").unwrap();
         let text = format!("{}   0.000 INFO something\n", header(&config));
+        assert!(!text.contains("--moves"), "absent when off, as in traces recorded before it");
         let (back, build) = parse_header(&text).unwrap();
         assert_eq!(back, config);
         assert_eq!(build, super::build());
+        config.set("--moves", "1").unwrap();
+        let (back, _) = parse_header(&header(&config)).unwrap();
+        assert!(back.moves);
+        assert!(config.set("--moves", "yes").is_err());
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl CommittedEntries {
     }
 
     fn applied(&self, broker: u8, group: &GroupId, entries: &[raft::eraftpb::Entry], last_applied: &mut u64) {
+        if entries.is_empty() {
+            // The replica (re)opened on this broker: it applies from its own start.
+            *last_applied = 0;
+            return;
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Committed { entries: known, violations } = &mut *state;
         for entry in entries {
@@ -181,6 +186,10 @@ mod tests {
         let found = committed.violations(10);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("index 2 after index 2"), "{found:?}");
+        // A replica opened again (moved back here) applies from its own start.
+        hook.call(&partition, &[]);
+        hook.call(&partition, &[entry(1, 1, b"x")]);
+        assert_eq!(committed.violations(10).len(), 1, "nothing more");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::config::{header, FaultKind, SimConfig};
 use crate::faults::{NetCounts, Network, Plan};
 use crate::group_consumer::{self, Group};
 use crate::invariants::CommittedEntries;
+use crate::mover;
 use crate::nemesis::{noise, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Workload};
@@ -207,6 +208,9 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     let members: Vec<_> = (0..GROUP_MEMBERS).map(|m| client.spawn(group_consumer::member(group.clone(), m))).collect();
 
     let end = tokio::time::Instant::now() + config.duration;
+    if config.moves {
+        clients.push(client.spawn(mover::mover(workload.clone(), cluster.ids(), end)));
+    }
     let injected = shared.injected;
     let mut nemesis = Nemesis::new(cluster.clone(), network.clone(), plan.clone(), log.clone(), injected.clone());
     let noisy = noise(network.clone(), plan, log.clone(), injected.clone(), config.seed, end);

@@ -52,11 +52,11 @@ impl Workload {
         Client::new(config)
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn log(&self) -> &Logger {
+    pub(crate) fn log(&self) -> &Logger {
         &self.log
     }
 }

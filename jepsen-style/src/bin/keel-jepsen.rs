@@ -1,6 +1,8 @@
 //! `keel-jepsen check history.jsonl [--idempotent] [--json report.json]`: judges a recorded history.
 //! `keel-jepsen run --brokers 3 --duration 120s --nemesis kill,pause,partition --out DIR`: tests a cluster
 //! of real `keel broker` processes under faults and judges the history it recorded.
+//! `keel-jepsen run --scenario elastic --brokers 3 --duration 120s --out DIR`: the same clients while the
+//! cluster grows to five brokers, rebalances, decommissions broker 1 and loses broker 2.
 //! Exits 0 when valid, 1 when invalid, 2 when the history cannot be read, the report not written or the
 //! harness failed.
 
@@ -87,6 +89,10 @@ fn run_check(args: &CheckArgs) -> ExitCode {
 #[cfg(not(madsim))]
 #[derive(Args)]
 struct RunArgs {
+    /// faults (the nemesis) or elastic (add two brokers, rebalance, decommission 1, kill 2).
+    #[arg(long, default_value = "faults")]
+    scenario: String,
+    /// Brokers at the start.
     #[arg(long, default_value_t = 3)]
     brokers: usize,
     #[arg(long, default_value_t = 3)]
@@ -94,9 +100,10 @@ struct RunArgs {
     /// How long the clients run under faults, e.g. 120s or 2m.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     duration: Duration,
-    /// Faults to apply, comma-separated: kill, pause, partition, power (empty: none).
-    #[arg(long, default_value = "kill,pause,partition", value_delimiter = ',')]
-    nemesis: Vec<String>,
+    /// Faults to apply, comma-separated: kill, pause, partition, power (empty: none). Default
+    /// kill,pause,partition; the elastic scenario applies none.
+    #[arg(long, value_delimiter = ',')]
+    nemesis: Option<Vec<String>>,
     /// Target sends per second over all producers.
     #[arg(long, default_value_t = 500)]
     rate: u32,
@@ -126,9 +133,30 @@ struct RunArgs {
 
 #[cfg(not(madsim))]
 fn run_real(args: RunArgs) -> ExitCode {
-    use jepsen_style::run::{run, FaultKind, RunConfig};
+    use jepsen_style::run::{run, FaultKind, RunConfig, Scenario};
 
-    let nemesis = args.nemesis.iter().filter(|s| !s.is_empty()).map(|s| s.parse::<FaultKind>()).collect();
+    let scenario = match args.scenario.parse::<Scenario>() {
+        Ok(scenario) => scenario,
+        Err(e) => {
+            eprintln!("keel-jepsen: --scenario: {e}");
+            return ExitCode::from(UNREADABLE);
+        }
+    };
+    let nemesis = match (scenario, args.nemesis) {
+        (Scenario::Faults, nemesis) => {
+            nemesis.unwrap_or_else(|| ["kill", "pause", "partition"].map(String::from).to_vec())
+        }
+        (Scenario::Elastic, None) => Vec::new(),
+        (Scenario::Elastic, Some(_)) => {
+            eprintln!("keel-jepsen: --nemesis: the elastic scenario applies its own steps, no faults");
+            return ExitCode::from(UNREADABLE);
+        }
+    };
+    if scenario == Scenario::Elastic && args.brokers < 3 {
+        eprintln!("keel-jepsen: --brokers: the elastic scenario needs at least 3 (it decommissions 1 and kills 2)");
+        return ExitCode::from(UNREADABLE);
+    }
+    let nemesis = nemesis.iter().filter(|s| !s.is_empty()).map(|s| s.parse::<FaultKind>()).collect();
     let nemesis: Vec<FaultKind> = match nemesis {
         Ok(nemesis) => nemesis,
         Err(e) => {
@@ -144,6 +172,7 @@ fn run_real(args: RunArgs) -> ExitCode {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     });
     let config = RunConfig {
+        scenario,
         brokers: args.brokers,
         partitions: args.partitions,
         duration: args.duration,
@@ -185,6 +214,16 @@ fn run_real(args: RunArgs) -> ExitCode {
         }
         Some(Ok((summary, report))) => {
             print!("{report}");
+            if let Some(gap) = &summary.longest_write_gap {
+                println!(
+                    "longest stretch without an acknowledged write: {:.2} s on {}/{} ({} the {:.0} s goal)",
+                    gap.gap_ns as f64 / 1e9,
+                    gap.partition.topic,
+                    gap.partition.partition,
+                    if gap.within_goal { "within" } else { "over" },
+                    gap.goal_ns as f64 / 1e9
+                );
+            }
             println!("run: {} (seed {}); results in {}", summary.verdict, summary.seed, out.display());
             if summary.valid {
                 ExitCode::SUCCESS

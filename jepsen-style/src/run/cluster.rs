@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use super::disks::Disks;
 use super::network::Network;
@@ -39,12 +40,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Writes each broker's config under `dir`. With a `network`, broker i listens on its namespace's
+    /// Writes each broker's config under `dir`, every one naming the first `founders` brokers as the
+    /// cluster (a broker beyond them joins it). With a `network`, broker i listens on its namespace's
     /// address; without, on free ports of 127.0.0.1. With `disks`, its data lives on its own disk.
     pub fn new(
         dir: &Path,
         keel: &Path,
         count: usize,
+        founders: usize,
         network: Option<&Network>,
         disks: Option<&Disks>,
         planted: Option<String>,
@@ -69,7 +72,7 @@ impl Cluster {
             }
         };
         let mut members = String::new();
-        for (i, p) in placements.iter().enumerate() {
+        for (i, p) in placements.iter().enumerate().take(founders) {
             let _ = write!(members, "[[cluster]]\nid = {}\nraft = \"{}\"\n", i + 1, p.raft);
         }
         let mut brokers = Vec::new();
@@ -100,10 +103,6 @@ impl Cluster {
     /// The Kafka addresses of every broker.
     pub fn bootstrap(&self) -> Vec<String> {
         self.lock().iter().map(|b| b.placement.kafka.to_string()).collect()
-    }
-
-    pub fn start_all(&self) -> Result<(), RunError> {
-        (0..self.size()).try_for_each(|i| self.start(i))
     }
 
     /// Starts broker `i` (0-based) unless it runs; its output goes to broker-<id>.log.
@@ -155,6 +154,34 @@ impl Cluster {
         }
         broker.paused = false;
         Ok(())
+    }
+
+    /// SIGTERM broker `i` (a clean stop) and reap it; SIGKILL if it has not exited within `grace`.
+    pub async fn terminate(&self, i: usize, grace: Duration) -> Result<(), RunError> {
+        self.signal(i, "TERM", false)?;
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if self.reap(i)? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill(i)
+    }
+
+    /// Whether broker `i` is not running (reaped if it just exited).
+    fn reap(&self, i: usize) -> Result<bool, RunError> {
+        let mut brokers = self.lock();
+        let broker = &mut brokers[i];
+        let Some(child) = &mut broker.child else { return Ok(true) };
+        match child.try_wait() {
+            Ok(Some(_)) => {
+                broker.child = None;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(RunError::io(format!("cannot wait for broker {}", broker.id), e)),
+        }
     }
 
     pub fn pause(&self, i: usize) -> Result<(), RunError> {

@@ -1,16 +1,20 @@
 //! `keel-jepsen run`: a cluster of real `keel broker` processes, Kafka clients recording a history,
-//! faults on a seeded schedule, then the heal, a liveness deadline, the final read and the checker.
+//! faults on a seeded schedule (or the elastic scenario's steps), then the heal, a liveness deadline, the
+//! final read and the checker.
 
 mod cluster;
 mod disks;
+mod elastic;
 mod nemesis;
 mod network;
 mod output;
 mod plot;
 mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,14 +27,52 @@ use crate::kafka::Recorder;
 use crate::{check, Options, Process, Report, TopicPartition};
 use cluster::Cluster;
 use disks::Disks;
+pub use elastic::{MoveTiming, StepWindow, WriteGap};
 pub use nemesis::{FaultKind, FaultWindow};
 use network::Network;
 use workload::Workload;
 
 pub const TOPIC: &str = "jepsen";
+/// Issue 8's goal for the longest stretch without an acknowledged write on a partition.
+const WRITE_GAP_GOAL_NS: u64 = 5_000_000_000;
+
+/// Nanoseconds since the start of the run.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// What happens to the cluster while the clients run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// The nemesis's faults on a seeded schedule, then the heal.
+    Faults,
+    /// Two brokers added, a rebalance, broker 1 decommissioned, broker 2 killed; idempotent producers.
+    Elastic,
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "faults" => Ok(Scenario::Faults),
+            "elastic" => Ok(Scenario::Elastic),
+            other => Err(format!("unknown scenario {other:?}: faults or elastic")),
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scenario::Faults => "faults",
+            Scenario::Elastic => "elastic",
+        })
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
+    pub scenario: Scenario,
+    /// Brokers at the start.
     pub brokers: usize,
     pub partitions: i32,
     pub duration: Duration,
@@ -66,6 +108,7 @@ impl RunError {
 /// What a run found besides the checker's report.
 #[derive(Debug, Serialize)]
 pub struct RunSummary {
+    pub scenario: Scenario,
     pub seed: u64,
     pub brokers: usize,
     pub partitions: i32,
@@ -75,6 +118,11 @@ pub struct RunSummary {
     /// Faults asked for and impossible here, with why.
     pub skipped: Vec<String>,
     pub faults: Vec<FaultWindow>,
+    /// The elastic scenario's steps.
+    pub steps: Vec<StepWindow>,
+    /// The longest interval between acknowledged writes of one partition (the checker's summary), against
+    /// issue 8's goal; reported, not judged.
+    pub longest_write_gap: Option<LongestWriteGap>,
     /// Brokers that exited by themselves (a crash of the broker, not a fault), with the exit status.
     pub broker_exits: Vec<String>,
     pub heal_ns: u64,
@@ -84,6 +132,26 @@ pub struct RunSummary {
     pub unfinished_reads: Vec<String>,
     pub valid: bool,
     pub verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LongestWriteGap {
+    pub partition: TopicPartition,
+    pub gap_ns: u64,
+    pub goal_ns: u64,
+    pub within_goal: bool,
+}
+
+impl LongestWriteGap {
+    fn of(report: &Report) -> Option<LongestWriteGap> {
+        let (partition, gap_ns) = report
+            .summary
+            .partitions
+            .iter()
+            .filter_map(|p| Some((p.partition.clone(), p.longest_write_gap_ns?)))
+            .max_by_key(|&(_, gap)| gap)?;
+        Some(LongestWriteGap { partition, gap_ns, goal_ns: WRITE_GAP_GOAL_NS, within_goal: gap_ns < WRITE_GAP_GOAL_NS })
+    }
 }
 
 /// The faults a run applies, and what they need.
@@ -99,7 +167,7 @@ fn prepare<T>(
     kinds: &mut Vec<FaultKind>,
     kind: FaultKind,
     skipped: &mut Vec<String>,
-    clock: &Arc<dyn Fn() -> u64 + Send + Sync>,
+    clock: &Clock,
     unavailable: impl FnOnce() -> Option<String>,
     create: impl FnOnce() -> Result<(String, T), RunError>,
 ) -> Option<Arc<T>> {
@@ -129,13 +197,14 @@ pub fn progress(now_ns: u64, line: &str) {
 /// Runs the test; `Ok` carries the verdict (valid or not), `Err` a harness failure.
 pub async fn run(config: RunConfig) -> Result<(RunSummary, Report), RunError> {
     let start = Instant::now();
-    let clock: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || start.elapsed().as_nanos() as u64);
+    let clock: Clock = Arc::new(move || start.elapsed().as_nanos() as u64);
     std::fs::create_dir_all(&config.out)
         .map_err(|e| RunError::io(format!("cannot create {}", config.out.display()), e))?;
     progress(
         0,
         &format!(
-            "seed {}, {} brokers, faults {:?}, results in {}",
+            "scenario {}, seed {}, {} brokers, faults {:?}, results in {}",
+            config.scenario,
             config.seed,
             config.brokers,
             config.nemesis,
@@ -156,10 +225,16 @@ pub async fn run(config: RunConfig) -> Result<(RunSummary, Report), RunError> {
             Disks::create(&config.out, config.brokers)?,
         ))
     });
+    let (count, founders) = match config.scenario {
+        Scenario::Faults => (config.brokers, config.brokers),
+        // The added brokers join: they start empty and ask the first ones, the founders, to let them in.
+        Scenario::Elastic => (config.brokers + elastic::ADDED, config.brokers),
+    };
     let cluster = Arc::new(Cluster::new(
         &config.out,
         &config.keel,
-        config.brokers,
+        count,
+        founders,
         network.as_deref(),
         disks.as_deref(),
         config.planted.clone(),
@@ -177,9 +252,9 @@ async fn run_cluster(
     config: &RunConfig,
     cluster: &Arc<Cluster>,
     faults: Faults,
-    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    clock: Clock,
 ) -> Result<(RunSummary, Report), RunError> {
-    cluster.start_all()?;
+    (0..config.brokers).try_for_each(|i| cluster.start(i))?;
     let recorder = Arc::new(Recorder::new({
         let clock = clock.clone();
         move || clock()
@@ -198,24 +273,43 @@ async fn run_cluster(
     let mut broker_exits = Vec::new();
     let mut clients = Vec::new();
     let interval = Duration::from_secs_f64(config.producers as f64 / f64::from(config.rate.max(1)));
+    // The elastic scenario judges duplicates strictly: its producers are idempotent.
+    let idempotent = config.scenario == Scenario::Elastic;
     for p in 1..=config.producers {
-        clients.push(tokio::spawn(workload::producer(workload.clone(), Process(p), interval)));
+        clients.push(tokio::spawn(workload::producer(workload.clone(), Process(p), interval, idempotent)));
     }
     for c in 1..=config.consumers {
         clients.push(tokio::spawn(workload::consumer(workload.clone(), Process(100 + c))));
     }
     let windows = Arc::new(Mutex::new(Vec::new()));
+    let steps = Arc::new(Mutex::new(Vec::new()));
     let stop_nemesis = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let nemesis = nemesis::Nemesis {
-        cluster: cluster.clone(),
-        network: faults.network.clone(),
-        disks: faults.disks,
-        kinds: faults.kinds,
-        rng: ChaCha8Rng::seed_from_u64(config.seed),
-        windows: windows.clone(),
-        clock: clock.clone(),
+    let nemesis = match config.scenario {
+        Scenario::Faults => {
+            let nemesis = nemesis::Nemesis {
+                cluster: cluster.clone(),
+                network: faults.network.clone(),
+                disks: faults.disks,
+                kinds: faults.kinds,
+                rng: ChaCha8Rng::seed_from_u64(config.seed),
+                windows: windows.clone(),
+                clock: clock.clone(),
+            };
+            tokio::spawn(nemesis.run(stop_nemesis.clone(), (3_000, 10_000), (2_000, 6_000)))
+        }
+        Scenario::Elastic => {
+            let elastic = elastic::Elastic {
+                cluster: cluster.clone(),
+                workload: workload.clone(),
+                admin: workload.client(Process(0)),
+                first: config.brokers,
+                duration: config.duration,
+                steps: steps.clone(),
+                clock: clock.clone(),
+            };
+            tokio::spawn(elastic.run(stop_nemesis.clone()))
+        }
     };
-    let nemesis = tokio::spawn(nemesis.run(stop_nemesis.clone(), (3_000, 10_000), (2_000, 6_000)));
 
     let end = tokio::time::Instant::now() + config.duration;
     let mut last = recorder.counts();
@@ -253,9 +347,14 @@ async fn run_cluster(
     if let Some(network) = &faults.network {
         network.heal()?;
     }
-    cluster.heal()?;
     let heal_ns = clock();
-    progress(heal_ns, "healed: every broker running, every link whole");
+    match config.scenario {
+        Scenario::Faults => {
+            cluster.heal()?;
+            progress(heal_ns, "healed: every broker running, every link whole");
+        }
+        Scenario::Elastic => progress(heal_ns, "workload stopped; the brokers stay as the steps left them"),
+    }
     workload.stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.map_err(|e| RunError::Harness(format!("a client failed: {e}")))?;
@@ -282,7 +381,11 @@ async fn run_cluster(
     note_exits(cluster, &clock, &mut broker_exits);
 
     let history = recorder.finish();
-    let report = check(&history, &Options::default());
+    let idempotent_processes: BTreeSet<Process> =
+        if idempotent { (1..=config.producers).map(Process).collect() } else { BTreeSet::new() };
+    let report = check(&history, &Options { idempotent: false, idempotent_processes });
+    let mut steps = std::mem::take(&mut *steps.lock().unwrap_or_else(PoisonError::into_inner));
+    elastic::longest_write_gaps(&history, &mut steps, heal_ns);
     let mut problems: Vec<String> = Vec::new();
     problems.extend(report.anomalies.iter().filter(|f| f.invalidating).map(|f| f.anomaly.name().to_string()));
     if !stuck.is_empty() {
@@ -294,10 +397,12 @@ async fn run_cluster(
     if !broker_exits.is_empty() {
         problems.push("broker exited by itself".into());
     }
+    problems.extend(steps.iter().filter(|s| s.unfinished.is_some()).map(|s| format!("{} unfinished", s.step)));
     let valid = problems.is_empty();
     let verdict = if valid { "valid".to_string() } else { format!("invalid: {}", problems.join("; ")) };
     let faults = std::mem::take(&mut *windows.lock().unwrap_or_else(PoisonError::into_inner));
     let summary = RunSummary {
+        scenario: config.scenario,
         seed: config.seed,
         brokers: config.brokers,
         partitions: config.partitions,
@@ -306,6 +411,8 @@ async fn run_cluster(
         planted: config.planted.clone(),
         skipped: Vec::new(),
         faults,
+        steps,
+        longest_write_gap: LongestWriteGap::of(&report),
         broker_exits,
         heal_ns,
         stuck_partitions: stuck,
@@ -314,12 +421,12 @@ async fn run_cluster(
         verdict,
     };
     output::write_history(&config.out, &history)?;
-    plot::draw(&config.out, &history, &summary.faults)?;
+    plot::draw(&config.out, &history, &summary.faults, &summary.steps)?;
     Ok((summary, report))
 }
 
 /// Reports brokers that exited by themselves; the heal restarts them.
-fn note_exits(cluster: &Cluster, clock: &Arc<dyn Fn() -> u64 + Send + Sync>, exits: &mut Vec<String>) {
+fn note_exits(cluster: &Cluster, clock: &Clock, exits: &mut Vec<String>) {
     for (id, status) in cluster.take_exits() {
         progress(
             clock(),

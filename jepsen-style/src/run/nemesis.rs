@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::cluster::Cluster;
 use super::disks::Disks;
 use super::network::Network;
-use super::{progress, RunError};
+use super::{progress, Clock, RunError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,7 +152,7 @@ pub struct Nemesis {
     pub kinds: Vec<FaultKind>,
     pub rng: ChaCha8Rng,
     pub windows: Arc<Mutex<Vec<FaultWindow>>>,
-    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub clock: Clock,
 }
 
 impl Nemesis {

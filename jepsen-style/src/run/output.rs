@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::plot::{LATENCY, THROUGHPUT};
-use super::{RunError, RunSummary};
+use super::{RunError, RunSummary, StepWindow};
 use crate::{History, Report};
 
 pub fn write_history(dir: &Path, history: &History) -> Result<(), RunError> {
@@ -30,7 +30,7 @@ pub fn write(dir: &Path, summary: &RunSummary, report: &Report) -> Result<(), Ru
         .map_err(|e| RunError::io(format!("cannot write {}", path.display()), e))
 }
 
-/// One page: the verdict, the run's facts, the pictures, the faults and the checker's text report.
+/// One page: the verdict, the run's facts, the pictures, the faults or steps and the checker's text report.
 fn index(summary: &RunSummary, report: &Report) -> String {
     let color = if summary.valid { "#1a7f37" } else { "#cf222e" };
     let faults: String = summary
@@ -46,11 +46,21 @@ fn index(summary: &RunSummary, report: &Report) -> String {
         })
         .collect();
     let mut facts = vec![
-        format!("seed {}", summary.seed),
-        format!("{} brokers, {} partitions, {} s of faults", summary.brokers, summary.partitions, summary.duration_s),
+        format!("scenario {}, seed {}", summary.scenario, summary.seed),
+        format!("{} brokers, {} partitions, {} s of clients", summary.brokers, summary.partitions, summary.duration_s),
         format!("faults: {:?}", summary.nemesis),
-        format!("healed at {:.1} s", summary.heal_ns as f64 / 1e9),
+        format!("healed (or workload stopped) at {:.1} s", summary.heal_ns as f64 / 1e9),
     ];
+    facts.extend(summary.longest_write_gap.as_ref().map(|g| {
+        format!(
+            "longest stretch without an acknowledged write: {:.2} s on {}/{} ({} the {:.0} s goal)",
+            g.gap_ns as f64 / 1e9,
+            g.partition.topic,
+            g.partition.partition,
+            if g.within_goal { "within" } else { "OVER" },
+            g.goal_ns as f64 / 1e9
+        )
+    }));
     facts.extend(summary.planted.as_ref().map(|bug| format!("planted bug: {bug}")));
     facts.extend(summary.skipped.iter().map(|why| format!("skipped: {why}")));
     facts.extend(summary.broker_exits.iter().map(|e| format!("exited by itself: {e}")));
@@ -73,11 +83,57 @@ td {{ padding: 0 1em 0 0; }} pre {{ background: #f6f8fa; padding: 1em; overflow-
 <h2>Faults</h2>
 <table><tr><th>from (s)</th><th>to (s)</th><th>fault</th></tr>
 {faults}</table>
+{steps}
 <h2>Checker</h2><pre>{report}</pre>
 </body></html>
 "#,
         verdict = escape(&summary.verdict),
         report = escape(&report.to_string()),
+        steps = steps(&summary.steps),
+    )
+}
+
+/// The elastic scenario's steps: when, what moved and how long each move took, the longest write gap.
+fn steps(steps: &[StepWindow]) -> String {
+    if steps.is_empty() {
+        return String::new();
+    }
+    let s = |ns: u64| format!("{:.1}", ns as f64 / 1e9);
+    let rows: String = steps
+        .iter()
+        .map(|step| {
+            let moves: Vec<String> = step
+                .moves
+                .iter()
+                .map(|m| {
+                    let took = m.took_ns.map_or("unfinished".into(), |ns| format!("{:.2} s", ns as f64 / 1e9));
+                    format!("{}/{} {:?} → {:?} {took}", m.topic, m.partition, m.from, m.to)
+                })
+                .collect();
+            let gap = step.longest_write_gap.as_ref().map_or("-".into(), |g| {
+                format!(
+                    "{:.2} s on {}/{} ({}-{} s)",
+                    g.gap_ns as f64 / 1e9,
+                    g.partition.topic,
+                    g.partition.partition,
+                    s(g.from_ns),
+                    s(g.to_ns)
+                )
+            });
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                s(step.start_ns),
+                s(step.end_ns),
+                escape(&step.step),
+                escape(step.unfinished.as_deref().unwrap_or("done")),
+                escape(&moves.join("; ")),
+                escape(&gap)
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Steps</h2>\n<table><tr><th>from (s)</th><th>to (s)</th><th>step</th><th>result</th><th>moves (time to finish)</th>\
+         <th>longest write gap ended before the next step</th></tr>\n{rows}</table>"
     )
 }
 

@@ -1,5 +1,5 @@
 //! The run's pictures (SVG): the latency of every operation over time, and throughput per second, with
-//! the fault windows shaded.
+//! the fault windows and the scenario's steps shaded (each step named at its start).
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::elastic::StepWindow;
 use super::nemesis::{FaultKind, FaultWindow};
 use super::RunError;
 use crate::{Function, History, Outcome};
@@ -16,6 +17,7 @@ pub const THROUGHPUT: &str = "throughput.svg";
 
 const SIZE: (u32, u32) = (1400, 520);
 const FONT: (&str, u32) = ("sans-serif", 20);
+const STEP: RGBColor = RGBColor(30, 150, 90);
 
 /// One completed operation, in seconds and milliseconds; one without completion (its process crashed, or
 /// the history ended) is drawn at the end of the history.
@@ -85,19 +87,25 @@ fn points(history: &History) -> Vec<Point> {
 }
 
 /// Draws both pictures into `dir`.
-pub fn draw(dir: &Path, history: &History, windows: &[FaultWindow]) -> Result<(), RunError> {
+pub fn draw(dir: &Path, history: &History, windows: &[FaultWindow], steps: &[StepWindow]) -> Result<(), RunError> {
     let points = points(history);
     let end_s = points.iter().map(|p| p.at_s).fold(1.0, f64::max);
     let failed = |e: String| RunError::Harness(format!("cannot draw: {e}"));
     let path = dir.join(LATENCY);
-    latency(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, windows, end_s).map_err(failed)?;
+    latency(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, windows, steps, end_s).map_err(failed)?;
     let path = dir.join(THROUGHPUT);
-    throughput(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, windows, end_s).map_err(failed)
+    throughput(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, windows, steps, end_s).map_err(failed)
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-fn latency(root: Area<'_>, points: &[Point], windows: &[FaultWindow], end_s: f64) -> Result<(), String> {
+fn latency(
+    root: Area<'_>,
+    points: &[Point],
+    windows: &[FaultWindow],
+    steps: &[StepWindow],
+    end_s: f64,
+) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let max_ms = points.iter().map(|p| p.latency_ms).fold(10.0, f64::max) * 1.5;
     let mut chart = ChartBuilder::on(&root)
@@ -109,6 +117,7 @@ fn latency(root: Area<'_>, points: &[Point], windows: &[FaultWindow], end_s: f64
         .map_err(|e| e.to_string())?;
     chart.configure_mesh().x_desc("seconds").y_desc("latency (ms)").draw().map_err(|e| e.to_string())?;
     shade_faults(&mut chart, windows, 0.1, max_ms)?;
+    shade_steps(&mut chart, steps, 0.1, max_ms, max_ms / 1.6)?;
     for series in Series::ALL {
         let color = series.color();
         chart
@@ -126,7 +135,13 @@ fn latency(root: Area<'_>, points: &[Point], windows: &[FaultWindow], end_s: f64
     root.present().map_err(|e| e.to_string())
 }
 
-fn throughput(root: Area<'_>, points: &[Point], windows: &[FaultWindow], end_s: f64) -> Result<(), String> {
+fn throughput(
+    root: Area<'_>,
+    points: &[Point],
+    windows: &[FaultWindow],
+    steps: &[StepWindow],
+    end_s: f64,
+) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let seconds = end_s.ceil() as usize + 1;
     let per_second = |series: Series| {
@@ -147,6 +162,7 @@ fn throughput(root: Area<'_>, points: &[Point], windows: &[FaultWindow], end_s: 
         .map_err(|e| e.to_string())?;
     chart.configure_mesh().x_desc("seconds").y_desc("operations / s").draw().map_err(|e| e.to_string())?;
     shade_faults(&mut chart, windows, 0.0, max)?;
+    shade_steps(&mut chart, steps, 0.0, max, max * 0.97)?;
     for (series, counts) in all {
         let color = series.color();
         let line = counts.iter().enumerate().map(|(s, &n)| (s as f64 + 0.5, f64::from(n)));
@@ -186,6 +202,36 @@ fn shade_faults<'a, Y: Ranged<ValueType = f64>>(
     Ok(())
 }
 
+/// Each step's window shaded, a line at its start, and its name by the line at height `label_at`.
+fn shade_steps<'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    steps: &[StepWindow],
+    low: f64,
+    high: f64,
+    label_at: f64,
+) -> Result<(), String> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let secs = |ns: u64| ns as f64 / 1e9;
+    chart
+        .draw_series(
+            steps
+                .iter()
+                .map(|s| Rectangle::new([(secs(s.start_ns), low), (secs(s.end_ns), high)], STEP.mix(0.18).filled())),
+        )
+        .map_err(|e| e.to_string())?
+        .label("scenario step")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], STEP.mix(0.4).filled()));
+    chart
+        .draw_series(steps.iter().map(|s| PathElement::new([(secs(s.start_ns), low), (secs(s.start_ns), high)], STEP)))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(steps.iter().map(|s| Text::new(s.step.clone(), (secs(s.start_ns), label_at), FONT)))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn legend<'a, Y: Ranged<ValueType = f64>>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
 ) -> Result<(), String> {
@@ -221,12 +267,21 @@ mod tests {
             end_ns: 6_000_000_000,
         };
         let dir = tempfile::tempdir().expect("temp dir");
-        draw(dir.path(), &history.finish(), &[window]).expect("drawn");
+        let step = StepWindow {
+            step: "rebalance".into(),
+            start_ns: 6_500_000_000,
+            end_ns: 6_800_000_000,
+            unfinished: None,
+            moves: Vec::new(),
+            longest_write_gap: None,
+        };
+        draw(dir.path(), &history.finish(), &[window], &[step]).expect("drawn");
         let latency = std::fs::read_to_string(dir.path().join(LATENCY)).expect("latency.svg");
         let throughput = std::fs::read_to_string(dir.path().join(THROUGHPUT)).expect("throughput.svg");
         assert_eq!(latency.matches("<circle").count(), 2 + 4, "two operations and four legend marks");
         for svg in [&latency, &throughput] {
             assert!(svg.contains("fill=\"#E65050\""), "the kill window is shaded");
+            assert!(svg.contains("fill=\"#1E965A\"") && svg.contains("rebalance"), "the step is shaded and named");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_node::client::{Client, ClientConfig};
+use raft_node::client::{Client, ClientConfig, IdempotentProducer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -46,16 +46,22 @@ impl Workload {
     }
 }
 
-/// Sends unique values to random partitions, one every `interval` at most, until stopped.
-pub async fn producer(workload: Arc<Workload>, process: Process, interval: Duration) {
+/// Sends unique values to random partitions, one every `interval` at most, until stopped; idempotently
+/// (a batch whose fate is unknown is sent again, and written once) or not (never sent again).
+pub async fn producer(workload: Arc<Workload>, process: Process, interval: Duration, idempotent: bool) {
     let mut rng = workload.rng(process.0);
     let mut client = workload.client(process);
+    let mut idempotence = idempotent.then(IdempotentProducer::new);
     let mut next = tokio::time::Instant::now();
     let mut n = 0u64;
     while !workload.stopped() {
         let tp = &workload.partitions[rng.gen_range(0..workload.partitions.len())];
         let value = format!("p{}-{n}", process.0);
-        kafka::send(&workload.recorder, &mut client, || workload.client(process), process, tp, value, OP_TIMEOUT).await;
+        let (recorder, fresh) = (&workload.recorder, || workload.client(process));
+        match idempotence.as_mut() {
+            Some(p) => kafka::send_idempotent(recorder, &mut client, fresh, p, process, tp, value, OP_TIMEOUT).await,
+            None => kafka::send(recorder, &mut client, fresh, process, tp, value, OP_TIMEOUT).await,
+        };
         n += 1;
         next += interval;
         let now = tokio::time::Instant::now();

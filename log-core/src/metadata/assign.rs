@@ -38,7 +38,7 @@ pub(super) fn assign(
                 .map(|j| brokers[((start as u64 + p + j * p_count + j / m) % b) as usize])
                 .collect();
             debug_assert!(distinct(&replicas), "partition {p} got {replicas:?}");
-            PartitionAssignment { replicas }
+            PartitionAssignment::new(replicas)
         })
         .collect()
 }

@@ -11,12 +11,22 @@ use super::topic::{Broker, BrokerId, Topic, TopicId};
 /// One entry of the metadata raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Adds a broker, or updates the address of a registered one.
+    /// Adds a broker, or updates the address of a registered one. Refused
+    /// for an id that was unregistered: that broker left for good.
     RegisterBroker {
         id: BrokerId,
         host: String,
         port: u16,
         rack: Option<String>,
+        /// Its raft transport address; absent from commands written before
+        /// brokers could join.
+        #[serde(default)]
+        raft: Option<String>,
+    },
+    /// Takes a broker out of the cluster for good, once no partition replica
+    /// (nor a move's target) names it. Its id is never registered again.
+    UnregisterBroker {
+        id: BrokerId,
     },
     /// The machine computes the replica assignment; the proposer supplies the
     /// uuid so that the machine stays deterministic.
@@ -35,6 +45,28 @@ pub enum Command {
     AllocateProducerIds {
         broker: BrokerId,
         token: u64,
+    },
+    /// Starts moving a partition's replicas to `replicas` (preferred leader
+    /// first), or with `None` cancels the move in progress: KIP-455's
+    /// AlterPartitionReassignments.
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        replicas: Option<Vec<BrokerId>>,
+    },
+    /// The partition's raft group has committed `target` as its voters
+    /// (proposed by the group's leader): the move to `target` is done.
+    CompleteReassignment {
+        topic: String,
+        partition: i32,
+        target: Vec<BrokerId>,
+    },
+    /// `broker` has deleted the replica a completed move took off it (it may
+    /// now be added back).
+    ReplicaDeleted {
+        topic: String,
+        partition: i32,
+        broker: BrokerId,
     },
 }
 
@@ -61,6 +93,9 @@ pub enum Outcome {
         id: BrokerId,
         previous: Option<Broker>,
     },
+    BrokerUnregistered {
+        id: BrokerId,
+    },
     TopicCreated {
         name: String,
         id: TopicId,
@@ -73,5 +108,22 @@ pub enum Outcome {
     ProducerIdsAllocated {
         broker: BrokerId,
         block: ProducerIdBlock,
+    },
+    /// A move started or was cancelled (or, for the same brokers in another
+    /// order, the preferred leader changed at once).
+    PartitionReassigned {
+        topic: String,
+        partition: i32,
+    },
+    /// The brokers that left the replica set may now delete their replica.
+    ReassignmentCompleted {
+        topic: String,
+        partition: i32,
+        removed: Vec<BrokerId>,
+    },
+    ReplicaDeleted {
+        topic: String,
+        partition: i32,
+        broker: BrokerId,
     },
 }

@@ -29,17 +29,35 @@ pub enum MetadataError {
     InternalTopic { name: String, reason: &'static str },
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("broker {broker} still holds a replica of {topic:?} partition {partition}: move it off first (keel cluster decommission)")]
+    BrokerInUse { broker: super::topic::BrokerId, topic: String, partition: i32 },
+    #[error("broker {0} was removed from the cluster; a new broker needs a new id")]
+    BrokerRemoved(super::topic::BrokerId),
     #[error("broker {0} is not registered")]
     UnknownBroker(super::topic::BrokerId),
     #[error("producer ids are exhausted")]
     ProducerIdsExhausted,
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(&'static str),
+    #[error("a reassignment of the partition is in progress")]
+    ReassignmentInProgress,
+    #[error("no such reassignment of the partition is in progress")]
+    NoReassignmentInProgress,
+    #[error("broker {0} has not yet deleted the replica a move took off it")]
+    ReplicaLeaving(super::topic::BrokerId),
+    #[error("broker {0} has no replica of the partition to delete")]
+    NotLeaving(super::topic::BrokerId),
 }
 
 impl MetadataError {
     /// The code a Kafka client gets for this rejection.
     pub fn code(&self) -> ErrorCode {
         match self {
-            MetadataError::InvalidBroker(_) => ErrorCode::InvalidRequest,
+            MetadataError::InvalidBroker(_) | MetadataError::BrokerInUse { .. } | MetadataError::BrokerRemoved(_) => {
+                ErrorCode::InvalidRequest
+            }
             MetadataError::InvalidTopicName { .. }
             | MetadataError::TopicNameCollision { .. }
             | MetadataError::InternalTopic { .. } => ErrorCode::InvalidTopicException,
@@ -49,7 +67,16 @@ impl MetadataError {
             MetadataError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             MetadataError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
-            MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+            MetadataError::UnknownTopic(_) | MetadataError::UnknownPartition { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            MetadataError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
+            MetadataError::ReassignmentInProgress | MetadataError::ReplicaLeaving(_) => {
+                ErrorCode::ReassignmentInProgress
+            }
+            // Brokers report their own deletions, not clients.
+            MetadataError::NotLeaving(_) => ErrorCode::UnknownServerError,
+            MetadataError::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
             // Brokers ask for producer ids on their own behalf, not a client's.
             MetadataError::UnknownBroker(_) | MetadataError::ProducerIdsExhausted => ErrorCode::UnknownServerError,
         }

@@ -65,7 +65,7 @@ mod tests {
     fn snapshots_with_overlapping_or_unallocated_blocks_are_refused() {
         let mut m = ClusterMetadata::default();
         for id in [1, 2] {
-            m.apply(Command::RegisterBroker { id, host: "h".into(), port: 1, rack: None }).unwrap();
+            m.apply(Command::RegisterBroker { id, host: "h".into(), port: 1, rack: None, raft: None }).unwrap();
             m.apply(Command::AllocateProducerIds { broker: id, token: 5 }).unwrap();
         }
         let text = String::from_utf8(m.encode()).unwrap();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::command::DecodeError;
 use super::config::TopicConfig;
 use super::producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+use super::reassign::Reassignment;
 use super::topic::{self, Broker, BrokerId, PartitionAssignment, Topic, TopicId};
 use super::{ClusterMetadata, MAX_PARTITIONS};
 
@@ -20,6 +21,9 @@ struct StateRef<'a> {
     topics: &'a BTreeMap<String, Topic>,
     next_producer_id: i64,
     producer_id_blocks: &'a BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Left out while empty: a state without removals encodes as before.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    removed: &'a BTreeSet<BrokerId>,
 }
 
 /// The same fields read back, unchecked: topics and assignments exist only
@@ -34,6 +38,9 @@ struct State {
     next_producer_id: i64,
     #[serde(default)]
     producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Absent from states written before brokers could leave.
+    #[serde(default)]
+    removed: BTreeSet<BrokerId>,
 }
 
 #[derive(Deserialize)]
@@ -46,11 +53,30 @@ struct TopicState {
 #[derive(Deserialize)]
 struct PartitionState {
     replicas: Vec<BrokerId>,
+    /// Absent from states written before moves existed, and when unset.
+    #[serde(default)]
+    reassignment: Option<Reassignment>,
+    #[serde(default)]
+    moves: u32,
+    #[serde(default)]
+    generations: BTreeMap<BrokerId, u32>,
+    #[serde(default)]
+    leaving: Vec<BrokerId>,
 }
 
 impl From<TopicState> for Topic {
     fn from(t: TopicState) -> Topic {
-        let partitions = t.partitions.into_iter().map(|p| PartitionAssignment { replicas: p.replicas }).collect();
+        let partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionAssignment {
+                replicas: p.replicas,
+                reassignment: p.reassignment,
+                moves: p.moves,
+                generations: p.generations,
+                leaving: p.leaving,
+            })
+            .collect();
         Topic { id: t.id, partitions, config: t.config }
     }
 }
@@ -63,6 +89,7 @@ impl Serialize for ClusterMetadata {
             topics: &self.topics,
             next_producer_id: self.next_producer_id,
             producer_id_blocks: &self.producer_id_blocks,
+            removed: &self.removed,
         }
         .serialize(serializer)
     }
@@ -70,10 +97,12 @@ impl Serialize for ClusterMetadata {
 
 impl<'de> Deserialize<'de> for ClusterMetadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks } = State::deserialize(deserializer)?;
+        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed } =
+            State::deserialize(deserializer)?;
         let topics: BTreeMap<String, Topic> = topics.into_iter().map(|(name, t)| (name, t.into())).collect();
         let names_by_id = topics.iter().map(|(name, t)| (t.id, name.clone())).collect();
-        let state = ClusterMetadata { epoch, brokers, topics, next_producer_id, producer_id_blocks, names_by_id };
+        let state =
+            ClusterMetadata { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed, names_by_id };
         state.check().map_err(serde::de::Error::custom)?;
         Ok(state)
     }
@@ -94,6 +123,9 @@ impl ClusterMetadata {
     pub(super) fn check(&self) -> Result<(), String> {
         for (id, broker) in &self.brokers {
             topic::validate_broker(*id, broker).map_err(|e| format!("broker {id}: {e}"))?;
+            if self.removed.contains(id) {
+                return Err(format!("broker {id} is both registered and removed"));
+            }
         }
         let unified: BTreeSet<Vec<u8>> = self.topics.keys().map(|name| topic::unified(name)).collect();
         if unified.len() != self.topics.len() {
@@ -113,14 +145,16 @@ impl ClusterMetadata {
             if t.partitions.is_empty() || t.partitions.len() > MAX_PARTITIONS as usize {
                 return fail("partition count out of range");
             }
-            let factor = t.partitions[0].replicas.len();
             for p in &t.partitions {
                 let distinct: BTreeSet<&BrokerId> = p.replicas.iter().collect();
-                if factor == 0 || p.replicas.len() != factor || distinct.len() != factor {
-                    return fail("replicas are empty, repeated or of unequal count");
+                if p.replicas.is_empty() || distinct.len() != p.replicas.len() {
+                    return fail("replicas are empty or repeated");
                 }
-                if !p.replicas.iter().all(|r| self.brokers.contains_key(r)) {
+                if !p.replicas.iter().chain(&p.leaving).all(|r| self.brokers.contains_key(r)) {
                     return fail("a replica is on an unregistered broker");
+                }
+                if let Err(e) = p.check_reassignment() {
+                    return fail(e);
                 }
             }
         }
@@ -159,7 +193,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_broken_states() {
         let mut m = ClusterMetadata::default();
-        m.apply(Command::RegisterBroker { id: 1, host: "h".into(), port: 1, rack: None }).unwrap();
+        m.apply(Command::RegisterBroker { id: 1, host: "h".into(), port: 1, rack: None, raft: None }).unwrap();
         let create = Command::CreateTopic {
             name: "t".into(),
             id: [7; 16],
@@ -179,6 +213,11 @@ mod tests {
             text.replace("\"port\":1", "\"port\":0"), // bad registration
             text.replace("\"t\":", "\"a b\":"),       // bad name
             text.replace("[7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7]", &format!("{:?}", [0u8; 16])), // reserved id
+            text.replacen(
+                "{\"replicas\":[1]}",
+                "{\"replicas\":[1],\"reassignment\":{\"target\":[1],\"adding\":[],\"removing\":[1]},\"moves\":1}",
+                1,
+            ), // a move that keeps what it removes
         ] {
             assert_ne!(broken, text);
             assert!(ClusterMetadata::decode(broken.as_bytes()).is_err(), "{broken}");

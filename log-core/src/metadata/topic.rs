@@ -1,9 +1,12 @@
 //! Brokers and topics as the metadata machine holds them, and Kafka's rules
 //! for their names and ids.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::config::TopicConfig;
+use super::reassign::Reassignment;
 
 /// Kafka's `broker.id`.
 pub type BrokerId = i32;
@@ -11,6 +14,10 @@ pub type BrokerId = i32;
 /// A topic's uuid (Kafka's `Uuid`, 16 bytes). Chosen by the proposer, so the
 /// machine needs no randomness.
 pub type TopicId = [u8; 16];
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -21,19 +28,80 @@ pub struct Broker {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Where other brokers reach its raft transport (`host:port`); absent
+    /// from registrations written before brokers could join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<String>,
 }
 
-/// The replicas of one partition, preferred leader first. (Not
-/// `Deserialize`: only a whole checked state is, see `snapshot`.)
+/// The replicas of one partition, preferred leader first, and the move in
+/// progress if any. (Not `Deserialize`: only a whole checked state is, see
+/// `snapshot`.) The optional fields are left out when unset, so a state
+/// without moves encodes as it did before moves existed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionAssignment {
     pub(super) replicas: Vec<BrokerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) reassignment: Option<Reassignment>,
+    /// Moves started so far. Once one has, the group's raft configuration
+    /// may differ from the replicas it was created with, so a fresh replica
+    /// joins as a learner instead of bootstrapping a configuration of its own.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(super) moves: u32,
+    /// The move that added each broker's replica (absent: 0, the creation).
+    /// A broker's raft id in the group is its id with this generation, so the
+    /// group never takes a replica added again for the one it had before
+    /// (messages to or from the old one are stale).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) generations: BTreeMap<BrokerId, u32>,
+    /// Brokers a completed move removed that have not yet reported their
+    /// replica deleted. None may be added back before it has: its group
+    /// could take the old replica's log for the new replica's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) leaving: Vec<BrokerId>,
 }
 
 impl PartitionAssignment {
-    /// Distinct registered brokers; never empty.
+    pub(super) fn new(replicas: Vec<BrokerId>) -> Self {
+        PartitionAssignment {
+            replicas,
+            reassignment: None,
+            moves: 0,
+            generations: BTreeMap::new(),
+            leaving: Vec::new(),
+        }
+    }
+
+    /// Distinct registered brokers; never empty. During a move, every broker
+    /// that may hold the partition's data: the target first, then those
+    /// being removed (Kafka's KIP-455 replica set). A broker deletes its
+    /// replica only once it has left this set.
     pub fn replicas(&self) -> &[BrokerId] {
         &self.replicas
+    }
+
+    /// The move in progress.
+    pub fn reassignment(&self) -> Option<&Reassignment> {
+        self.reassignment.as_ref()
+    }
+
+    /// Brokers still to delete the replica a completed move took off them.
+    pub fn leaving(&self) -> &[BrokerId] {
+        &self.leaving
+    }
+
+    /// The raft voters a replica opened on an empty log bootstraps with:
+    /// the replicas, while the group still has the configuration it was
+    /// created with. Once a move has started, none: the replica joins as an
+    /// empty learner and learns the configuration from the leader's snapshot.
+    pub fn bootstrap_voters(&self) -> Option<&[BrokerId]> {
+        (self.moves == 0).then_some(&self.replicas[..])
+    }
+
+    /// The generation of `broker`'s replica: the move that added it (0 for
+    /// the replicas the partition was created with).
+    pub fn generation(&self, broker: BrokerId) -> u32 {
+        self.generations.get(&broker).copied().unwrap_or(0)
     }
 
     /// The first replica: where leadership goes when the cluster is balanced.
@@ -55,7 +123,7 @@ impl Topic {
         self.id
     }
 
-    /// Never empty; every partition has the same number of replicas.
+    /// Never empty; created with the same number of replicas each (a move may change one's).
     pub fn partitions(&self) -> &[PartitionAssignment] {
         &self.partitions
     }
@@ -65,8 +133,10 @@ impl Topic {
         usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
     }
 
+    /// Partition 0's replica count, the target's while it moves.
     pub fn replication_factor(&self) -> usize {
-        self.partitions[0].replicas.len()
+        let first = &self.partitions[0];
+        first.reassignment.as_ref().map_or(first.replicas.len(), |r| r.target.len())
     }
 
     pub fn config(&self) -> &TopicConfig {
@@ -134,6 +204,9 @@ pub(super) fn validate_broker(id: BrokerId, broker: &Broker) -> Result<(), &'sta
     }
     if broker.port == 0 {
         return Err("the port is 0");
+    }
+    if broker.raft.as_deref().is_some_and(|raft| raft.rsplit_once(':').is_none_or(|(host, _)| host.is_empty())) {
+        return Err("the raft address is not host:port");
     }
     Ok(())
 }

@@ -80,7 +80,11 @@ pub enum Op {
         #[generator(0..16u16)]
         port: u16,
         rack: Option<bool>,
+        /// The raft address's port; 0 gives an address that is not host:port.
+        raft: Option<RaftPort>,
     },
+    /// Takes a broker out for good (refused while it holds replicas).
+    Unregister(Broker8),
     Create {
         name: Name,
         /// The uuid's last byte; 0 and 1 are Kafka's reserved uuids.
@@ -98,7 +102,38 @@ pub enum Op {
         broker: BrokerId,
         token: u64,
     },
+    /// `replicas` of `None` cancels; brokers -1..8 (some unregistered, some repeated).
+    Reassign {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        replicas: Option<Vec<Broker8>>,
+    },
+    /// `broker` reports its replica of the partition deleted.
+    Deleted {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        broker: Broker8,
+    },
+    /// Completes the move in progress when `current` (the model supplies its
+    /// target), else reports `other`.
+    Complete {
+        name: Name,
+        #[generator(-1..4)]
+        partition: i32,
+        current: bool,
+        other: Vec<Broker8>,
+    },
 }
+
+/// The port of a raft address; 0 stands for one that is not host:port.
+#[derive(Clone, Copy, Debug, TypeGenerator)]
+pub struct RaftPort(#[generator(0..4u8)] pub u8);
+
+/// A broker id in -1..8.
+#[derive(Clone, Copy, Debug, TypeGenerator)]
+pub struct Broker8(#[generator(-1..8)] pub BrokerId);
 
 #[derive(Clone, Copy, Debug, TypeGenerator)]
 pub struct ConfigPick {
@@ -117,14 +152,37 @@ fn name(n: &Name) -> String {
     }
 }
 
+/// The command `op` stands for; `target` gives the model's target of a
+/// partition's move in progress (for `Op::Complete`).
+pub fn command_with(op: &Op, target: impl Fn(&str, i32) -> Option<Vec<BrokerId>>) -> Command {
+    let ids = |brokers: &[Broker8]| brokers.iter().take(5).map(|b| b.0).collect::<Vec<_>>();
+    match op {
+        Op::Reassign { name: n, partition, replicas } => {
+            Command::ReassignPartition { topic: name(n), partition: *partition, replicas: replicas.as_deref().map(ids) }
+        }
+        Op::Complete { name: n, partition, current, other } => {
+            let topic = name(n);
+            let target = target(&topic, *partition).filter(|_| *current).unwrap_or_else(|| ids(other));
+            Command::CompleteReassignment { topic, partition: *partition, target }
+        }
+        Op::Deleted { name: n, partition, broker } => {
+            Command::ReplicaDeleted { topic: name(n), partition: *partition, broker: broker.0 }
+        }
+        other => command(other),
+    }
+}
+
 pub fn command(op: &Op) -> Command {
     match op {
-        Op::Register { id, host, port, rack } => Command::RegisterBroker {
+        Op::Reassign { .. } | Op::Complete { .. } | Op::Deleted { .. } => command_with(op, |_, _| None),
+        Op::Register { id, host, port, rack, raft } => Command::RegisterBroker {
             id: *id,
             host: if *host == 0 { String::new() } else { format!("host{host}") },
             port: *port,
             rack: rack.map(|r| format!("rack{}", r as u8)),
+            raft: raft.map(|RaftPort(r)| if r == 0 { "nohost".to_owned() } else { format!("host{r}:{r}") }),
         },
+        Op::Unregister(Broker8(id)) => Command::UnregisterBroker { id: *id },
         Op::Create { name: n, id, partitions, replication_factor, configs } => {
             let mut uuid = [0u8; 16];
             uuid[15] = *id;
@@ -152,6 +210,7 @@ struct ModelBroker {
     host: String,
     port: u16,
     rack: Option<String>,
+    raft: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -161,8 +220,38 @@ struct ModelTopic {
     partitions: usize,
     replication_factor: usize,
     configs: BTreeMap<String, String>,
-    /// The machine's assignment when the topic was created; it must never change.
+    /// The machine's assignment when the topic was created; only moves change it.
     assignment: Vec<Vec<BrokerId>>,
+    /// The move in progress of each partition: (target, adding, removing).
+    moves: Vec<Option<ModelMove>>,
+    /// Moves started on each partition.
+    move_counts: Vec<u32>,
+    /// The move that added each broker of each partition (absent: 0).
+    generations: Vec<BTreeMap<BrokerId, u32>>,
+    /// Brokers removed by completed moves, not yet reported deleted.
+    leaving: Vec<Vec<BrokerId>>,
+}
+
+type ModelMove = (Vec<BrokerId>, Vec<BrokerId>, Vec<BrokerId>);
+
+impl ModelTopic {
+    fn partition(&self, partition: i32) -> Option<usize> {
+        usize::try_from(partition).ok().filter(|&p| p < self.partitions)
+    }
+
+    /// The move from `current` to `target`: the replica set becomes the
+    /// target followed by the current replicas it drops.
+    fn begin(&mut self, p: usize, target: Vec<BrokerId>) {
+        let current = self.assignment[p].clone();
+        let adding: Vec<BrokerId> = target.iter().copied().filter(|b| !current.contains(b)).collect();
+        let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
+        self.assignment[p] = target.iter().chain(&removing).copied().collect();
+        self.move_counts[p] += 1;
+        for b in &adding {
+            self.generations[p].insert(*b, self.move_counts[p]);
+        }
+        self.moves[p] = Some((target, adding, removing));
+    }
 }
 
 /// The reference: unsorted vectors, every rule spelled out directly.
@@ -173,6 +262,8 @@ struct Model {
     topics: Vec<ModelTopic>,
     /// Every block of producer ids handed out, in order: (broker, first id, token).
     producer_id_blocks: Vec<(BrokerId, i64, u64)>,
+    /// Brokers unregistered, in order.
+    removed: Vec<BrokerId>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -202,12 +293,29 @@ impl Model {
     /// the caller records the machine's once it has checked it).
     fn apply(&mut self, command: &Command) -> Result<(), ErrorCode> {
         match command {
-            Command::RegisterBroker { id, host, port, rack } => {
-                if *id < 0 || host.is_empty() || *port == 0 {
+            Command::RegisterBroker { id, host, port, rack, raft } => {
+                let bad_raft = raft.as_ref().is_some_and(|r| !r.contains(':'));
+                if *id < 0 || host.is_empty() || *port == 0 || bad_raft || self.removed.contains(id) {
                     return Err(ErrorCode::InvalidRequest);
                 }
                 self.brokers.retain(|b| b.id != *id);
-                self.brokers.push(ModelBroker { id: *id, host: host.clone(), port: *port, rack: rack.clone() });
+                let broker =
+                    ModelBroker { id: *id, host: host.clone(), port: *port, rack: rack.clone(), raft: raft.clone() };
+                self.brokers.push(broker);
+            }
+            Command::UnregisterBroker { id } => {
+                if !self.brokers.iter().any(|b| b.id == *id) {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                let named = |t: &ModelTopic, p: usize| {
+                    t.assignment[p].contains(id) || t.moves[p].as_ref().is_some_and(|(target, ..)| target.contains(id))
+                };
+                if self.topics.iter().any(|t| (0..t.partitions).any(|p| named(t, p))) {
+                    return Err(ErrorCode::InvalidRequest);
+                }
+                self.brokers.retain(|b| b.id != *id);
+                self.topics.iter_mut().flat_map(|t| t.leaving.iter_mut()).for_each(|l| l.retain(|b| b != id));
+                self.removed.push(*id);
             }
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
                 if !valid_name(name) {
@@ -242,6 +350,10 @@ impl Model {
                     replication_factor: *replication_factor as usize,
                     configs: configs.clone(),
                     assignment: Vec::new(),
+                    moves: vec![None; *partitions as usize],
+                    move_counts: vec![0; *partitions as usize],
+                    generations: vec![BTreeMap::new(); *partitions as usize],
+                    leaving: vec![Vec::new(); *partitions as usize],
                 });
             }
             Command::DeleteTopic { name } => {
@@ -257,6 +369,64 @@ impl Model {
                 }
                 let next = self.producer_id_blocks.len() as i64 * PRODUCER_ID_BLOCK_SIZE;
                 self.producer_id_blocks.push((*broker, next, *token));
+            }
+            Command::ReassignPartition { topic, partition, replicas } => {
+                if let Some(target) = replicas {
+                    let mut distinct = target.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    if target.is_empty()
+                        || distinct.len() != target.len()
+                        || !target.iter().all(|b| self.brokers.iter().any(|m| m.id == *b))
+                    {
+                        return Err(ErrorCode::InvalidReplicaAssignment);
+                    }
+                }
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                match (replicas, t.moves[p].clone()) {
+                    (Some(_), Some(_)) => return Err(ErrorCode::ReassignmentInProgress),
+                    (None, None) => return Err(ErrorCode::NoReassignmentInProgress),
+                    (Some(target), None) if target.iter().any(|b| t.leaving[p].contains(b)) => {
+                        return Err(ErrorCode::ReassignmentInProgress)
+                    }
+                    (Some(target), None) => {
+                        let mut same = target.clone();
+                        same.sort();
+                        let mut current = t.assignment[p].clone();
+                        current.sort();
+                        if same == current {
+                            t.assignment[p] = target.clone();
+                        } else {
+                            t.begin(p, target.clone());
+                        }
+                    }
+                    (None, Some((_, adding, _))) => {
+                        let old: Vec<BrokerId> =
+                            t.assignment[p].iter().copied().filter(|b| !adding.contains(b)).collect();
+                        t.begin(p, old);
+                    }
+                }
+            }
+            Command::CompleteReassignment { topic, partition, target } => {
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                match &t.moves[p] {
+                    Some((moving, ..)) if moving == target => {
+                        let removed = t.assignment[p].iter().filter(|b| !target.contains(b));
+                        t.leaving[p].extend(removed);
+                        t.generations[p].retain(|b, _| target.contains(b));
+                        t.assignment[p] = target.clone();
+                        t.moves[p] = None;
+                    }
+                    _ => return Err(ErrorCode::NoReassignmentInProgress),
+                }
+            }
+            Command::ReplicaDeleted { topic, partition, broker } => {
+                let t = self.topics.iter_mut().find(|t| t.name == *topic).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let p = t.partition(*partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+                let at = t.leaving[p].iter().position(|b| b == broker).ok_or(ErrorCode::UnknownServerError)?;
+                t.leaving[p].remove(at);
             }
         }
         self.epoch += 1;
@@ -305,7 +475,13 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     brokers.sort_by_key(|b| b.id);
     let observed: Vec<ModelBroker> = machine
         .brokers()
-        .map(|(id, b)| ModelBroker { id, host: b.host.clone(), port: b.port, rack: b.rack.clone() })
+        .map(|(id, b)| ModelBroker {
+            id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+            raft: b.raft.clone(),
+        })
         .collect();
     assert_eq!(observed, brokers);
 
@@ -317,8 +493,24 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
         let topic = machine.topic(&t.name).expect("listed topic");
         assert_eq!(topic.id(), t.id);
         assert_eq!(machine.topic_by_id(&t.id).map(|(name, _)| name), Some(t.name.as_str()));
-        assert_eq!(topic.replication_factor(), t.replication_factor);
+        let first_target = t.moves[0].as_ref().map_or(&t.assignment[0], |(target, ..)| target);
+        assert_eq!(topic.replication_factor(), first_target.len());
         assert_eq!(assignment(machine, &t.name), t.assignment);
+        for (p, partition) in topic.partitions().iter().enumerate() {
+            let moving = partition.reassignment().map(|r| (r.target.clone(), r.adding.clone(), r.removing.clone()));
+            assert_eq!(moving, t.moves[p], "partition {p} of {}", t.name);
+            let bootstrap = (t.move_counts[p] == 0).then_some(&t.assignment[p][..]);
+            for b in -1..8 {
+                assert_eq!(partition.generation(b), t.generations[p].get(&b).copied().unwrap_or(0));
+            }
+            assert_eq!(partition.bootstrap_voters(), bootstrap);
+            assert_eq!(partition.leaving(), t.leaving[p]);
+        }
+        let listed: Vec<(String, i32)> =
+            machine.reassignments().filter(|(name, ..)| *name == t.name).map(|(n, p, _)| (n.to_owned(), p)).collect();
+        let expected: Vec<(String, i32)> =
+            (0..t.partitions).filter(|&p| t.moves[p].is_some()).map(|p| (t.name.clone(), p as i32)).collect();
+        assert_eq!(listed, expected);
         for p in [-1, 0, t.partitions as i32 - 1, t.partitions as i32] {
             let expected = usize::try_from(p).ok().and_then(|p| t.assignment.get(p)).map(Vec::as_slice);
             assert_eq!(machine.replicas(&t.name, p), expected);
@@ -335,7 +527,8 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     }
 
     for broker in -1..8 {
-        let newest = model.producer_id_blocks.iter().rev().find(|(b, ..)| *b == broker);
+        // A removed broker's blocks are forgotten (its ids stay allocated).
+        let newest = model.producer_id_blocks.iter().rev().find(|(b, ..)| *b == broker && !model.removed.contains(b));
         let observed = machine.producer_id_block(broker).map(|block| (block.first, block.token));
         assert_eq!(observed, newest.map(|(_, first, token)| (*first, *token)));
     }
@@ -358,7 +551,10 @@ pub fn run(ops: &[Op], restore_at: usize) {
     let mut model = Model::default();
     let mut replica = ClusterMetadata::default();
     for (step, op) in ops.iter().enumerate() {
-        let command = command(op);
+        let command = command_with(op, |topic, p| {
+            let t = model.topics.iter().find(|t| t.name == topic)?;
+            t.moves.get(usize::try_from(p).ok()?)?.as_ref().map(|(target, ..)| target.clone())
+        });
         let bytes = command.encode();
         let decoded = Command::decode(&bytes).expect("an encoded command decodes");
         assert_eq!(decoded, command);
@@ -386,6 +582,10 @@ pub fn run(ops: &[Op], restore_at: usize) {
             (Ok(Outcome::BrokerRegistered { id, previous }), Command::RegisterBroker { id: asked, .. }) => {
                 assert_eq!((id, previous), (*asked, previous_broker));
             }
+            (Ok(Outcome::BrokerUnregistered { id }), Command::UnregisterBroker { id: asked }) => {
+                assert_eq!(id, *asked);
+                assert!(machine.is_removed(id) && machine.broker(id).is_none());
+            }
             (Ok(Outcome::TopicCreated { name, id }), Command::CreateTopic { name: asked, id: asked_id, .. }) => {
                 assert_eq!((&name, &id), (asked, asked_id));
                 let topic = model.topics.last_mut().expect("model created it too");
@@ -401,6 +601,25 @@ pub fn run(ops: &[Op], restore_at: usize) {
             ) => {
                 assert_eq!((broker, block.token), (*asked, *token));
                 check_new_block(&model, block.first);
+            }
+            (
+                Ok(Outcome::PartitionReassigned { topic, partition }),
+                Command::ReassignPartition { topic: t, partition: p, .. },
+            ) => {
+                assert_eq!((&topic, partition), (t, *p));
+            }
+            (
+                Ok(Outcome::ReplicaDeleted { topic, partition, broker }),
+                Command::ReplicaDeleted { topic: t, partition: p, broker: b },
+            ) => {
+                assert_eq!((&topic, partition, broker), (t, *p, *b));
+            }
+            (
+                Ok(Outcome::ReassignmentCompleted { topic, partition, removed }),
+                Command::CompleteReassignment { topic: t, partition: p, target },
+            ) => {
+                assert_eq!((&topic, partition), (t, *p));
+                assert!(removed.iter().all(|b| !target.contains(b)));
             }
             (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
         }
@@ -423,8 +642,9 @@ pub fn run(ops: &[Op], restore_at: usize) {
 /// `ops` on a cluster that starts with 1 to 7 brokers (from `brokers`), so that
 /// more creates succeed and topics pile up.
 pub fn populated(brokers: u8, ops: &[Op]) -> Vec<Op> {
-    let mut all: Vec<Op> =
-        (0..1 + i32::from(brokers) % 7).map(|id| Op::Register { id, host: 1, port: 9092, rack: None }).collect();
+    let mut all: Vec<Op> = (0..1 + i32::from(brokers) % 7)
+        .map(|id| Op::Register { id, host: 1, port: 9092, rack: None, raft: Some(RaftPort(1)) })
+        .collect();
     all.extend(ops.iter().cloned());
     all
 }

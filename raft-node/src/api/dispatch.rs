@@ -38,6 +38,13 @@ impl Handler for KafkaApi {
                 RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(api.offset_fetch(&r, version).await),
                 RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(api.describe_groups(&r, version).await),
                 RequestKind::ListGroups(r) => ResponseKind::ListGroups(api.list_groups(&r, version)),
+                RequestKind::AlterPartitionReassignments(r) => {
+                    ResponseKind::AlterPartitionReassignments(api.alter_partition_reassignments(&r).await)
+                }
+                RequestKind::ListPartitionReassignments(r) => {
+                    ResponseKind::ListPartitionReassignments(api.list_partition_reassignments(&r))
+                }
+                RequestKind::UnregisterBroker(r) => ResponseKind::UnregisterBroker(api.unregister_broker(&r).await),
                 // The wire layer admits only the APIs of its versions table;
                 // anything else reaching here is closed, as Kafka does.
                 _ => return Reply::Close,

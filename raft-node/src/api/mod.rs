@@ -3,6 +3,7 @@
 //! node requests (produce, fetch, list offsets, metadata commands, producer
 //! ids).
 
+mod brokers;
 mod configs;
 mod dispatch;
 mod fetch;
@@ -14,6 +15,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod quorum;
+mod reassignments;
 mod topics;
 
 use std::sync::Arc;

@@ -25,7 +25,7 @@ const DEFAULT_PARTITIONS: i32 = 1;
 /// Replication factor when none is given: Kafka's default, capped by brokers.
 const DEFAULT_REPLICATION_FACTOR: usize = 3;
 
-type Refusal = (ErrorCode, String);
+pub(super) type Refusal = (ErrorCode, String);
 
 impl KafkaApi {
     pub async fn create_topics(&self, request: &CreateTopicsRequest) -> CreateTopicsResponse {
@@ -160,6 +160,6 @@ pub(super) fn precheck(metadata: &ClusterMetadata, command: &Command) -> Result<
     probe.apply(command.clone()).map(|_| ()).map_err(|e| (e.code(), e.to_string()))
 }
 
-fn deadline(timeout_ms: i32) -> tokio::time::Instant {
+pub(super) fn deadline(timeout_ms: i32) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64)
 }

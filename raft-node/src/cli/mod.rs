@@ -3,6 +3,7 @@
 //! status) through [`crate::client`]. Real processes only: the simulator
 //! assembles brokers itself.
 
+mod cluster;
 mod group;
 mod output;
 mod stream;
@@ -196,6 +197,44 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Move a partition's replicas (a raft membership change, without downtime), or cancel its move.
+    #[command(group(ArgGroup::new("to").required(true).args(["replicas", "cancel"])))]
+    Reassign {
+        topic: String,
+        partition: i32,
+        /// The new replicas, preferred leader first.
+        #[arg(long, value_delimiter = ',', value_name = "ID,ID,...")]
+        replicas: Option<Vec<i32>>,
+        /// Cancel the move in progress: the partition moves back.
+        #[arg(long)]
+        cancel: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Spread replicas and preferred leaders evenly over every registered broker, moving as few as needed.
+    Rebalance {
+        /// Print the plan without submitting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move every replica off a broker (before it is taken away).
+    Decommission {
+        id: i32,
+        /// Print the plan without submitting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Take a broker out of the cluster for good, once decommission has moved
+    /// every replica off it (refused until then)
+    RemoveBroker {
+        id: i32,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// What every client command takes.
@@ -262,6 +301,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
             kafka: KafkaSection { listen: localhost(port + i - 1), advertised: None },
             raft: RaftSection {
                 listen: localhost(port + i - 1 + 10000),
+                advertised: None,
                 tick_ms: 100,
                 election_ticks: 10,
                 heartbeat_ticks: 2,
@@ -338,7 +378,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 group::reset_offsets(&common, &group, &topic, partition, to).await
             }
         },
-        Commands::Cluster { command: ClusterCommand::Status { common } } => topic::cluster_status(&common).await,
+        Commands::Cluster { command } => match command {
+            ClusterCommand::Status { common } => topic::cluster_status(&common).await,
+            ClusterCommand::Reassign { topic, partition, replicas, cancel: _, common } => {
+                cluster::reassign(&common, &topic, partition, replicas).await
+            }
+            ClusterCommand::Rebalance { dry_run, common } => cluster::rebalance(&common, dry_run).await,
+            ClusterCommand::Decommission { id, dry_run, common } => cluster::decommission(&common, id, dry_run).await,
+            ClusterCommand::RemoveBroker { id, common } => cluster::remove_broker(&common, id).await,
+        },
         Commands::Produce { topic, key, key_separator, partition, acks, common } => {
             let acks = match acks {
                 AcksArg::All => Acks::All,

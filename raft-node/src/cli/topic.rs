@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::cluster::{moves_rows, MOVES_HEADER};
 use super::output::{ids, lag_summary, quorum_json, replicas_cell, table};
 use super::{connect, fail, Common};
 use crate::client::{OffsetSpec, TopicInfo, METADATA_TOPIC};
@@ -155,6 +156,7 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
     let mut groups = vec![metadata_group.clone()];
     groups.extend(cluster.topics.values().flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition))));
     let quorums = client.describe_quorum(&groups).await.map_err(|e| e.to_string())?;
+    let moves = client.reassignments().await.map_err(|e| e.to_string())?;
     let quorum = |topic: &str, partition: i32| match quorums.get(&(topic.to_string(), partition)) {
         Some(answer) => answer.as_ref().map_err(String::as_str),
         None => Err("not described"),
@@ -188,7 +190,7 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
         println!(
             "{}",
             json!({"cluster_id": cluster.cluster_id, "controller": cluster.controller, "brokers": brokers,
-                   "metadata_quorum": status(METADATA_TOPIC, 0), "topics": topics})
+                   "metadata_quorum": status(METADATA_TOPIC, 0), "topics": topics, "moves": moves})
         );
         return Ok(());
     }
@@ -222,5 +224,10 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
         .collect();
     print!("{}", table(&["TOPIC", "PARTITION", "LEADER", "EPOCH", "HIGH WATERMARK", "REPLICA:LOG END(-LAG)"], &rows));
     println!("{}", lag_summary(quorums.values().filter_map(|q| q.as_ref().ok())));
+    if !moves.is_empty() {
+        println!();
+        let rows = moves_rows(&moves, |topic, partition| quorum(topic, partition).ok().cloned());
+        print!("{}", table(&MOVES_HEADER, &rows));
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod group_member;
 mod groups;
 mod idempotence;
 mod partitioner;
+mod reassignments;
 pub mod records;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use idempotence::{needs_new_producer_id, IdempotentProducer, ProducerIdentity};
 pub use log_core::metadata::METADATA_TOPIC;
 pub use partitioner::partition_for_key;
+pub use reassignments::{moves_between, Move, MoveInProgress, Placement};
 use records::{ConsumedBatch, ProducerRecord};
 
 // The newest version of each API the broker speaks (crate::kafka::versions).

@@ -4,10 +4,11 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest, UnregisterBrokerRequest,
 };
 
 use super::bounded_decode::{decode_bounded, DecodeError};
@@ -82,6 +83,11 @@ pub static SUPPORTED: &[SupportedApi] = &[
     api!(OffsetFetch, OffsetFetchRequest, 1..=8),
     api!(DescribeGroups, DescribeGroupsRequest, 0..=5),
     api!(ListGroups, ListGroupsRequest, 0..=4),
+    // Moving partition replicas (KIP-455), through the metadata group.
+    api!(AlterPartitionReassignments, AlterPartitionReassignmentsRequest, 0..=1),
+    api!(ListPartitionReassignments, ListPartitionReassignmentsRequest, 0..=0),
+    // Taking a broker out of the cluster once its replicas have moved off.
+    api!(UnregisterBroker, UnregisterBrokerRequest, 0..=0),
 ];
 
 pub fn supported(key: ApiKey) -> Option<&'static SupportedApi> {

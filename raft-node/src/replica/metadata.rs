@@ -18,6 +18,8 @@ use crate::storage::RaftLog;
 
 pub struct MetadataMachine {
     state: ClusterMetadata,
+    /// The raft index `state` is at.
+    applied: u64,
     /// Topics deleted by applied commands, whose local data is to be removed.
     deleted: Vec<TopicId>,
     published: watch::Sender<Arc<ClusterMetadata>>,
@@ -71,8 +73,10 @@ impl Machine for MetadataMachine {
             ClusterMetadata::decode(&snapshot)
                 .map_err(|e| ReplicaError::Machine(format!("unreadable metadata snapshot: {e}")))?
         };
-        let mut machine = MetadataMachine { state, deleted: Vec::new(), published: watch::Sender::new(Arc::default()) };
         let (mut next, commit) = (log.first_index(), log.hard_state().commit);
+        let applied = commit.max(log.snapshot().get_metadata().index);
+        let mut machine =
+            MetadataMachine { state, applied, deleted: Vec::new(), published: watch::Sender::new(Arc::default()) };
         while next <= commit {
             let entries = log.entries(next, commit + 1, Some(16 << 20))?;
             entries.iter().for_each(|e| machine.apply(e));
@@ -89,6 +93,9 @@ impl Machine for MetadataMachine {
     fn on_committed(&mut self, entries: &[Entry], _log: &RaftLog) -> Result<(), ReplicaError> {
         let epoch = self.state.epoch();
         entries.iter().for_each(|e| self.apply(e));
+        if let Some(last) = entries.last() {
+            self.applied = last.index;
+        }
         if self.state.epoch() != epoch {
             self.publish();
         }
@@ -101,12 +108,22 @@ impl Machine for MetadataMachine {
         let kept: std::collections::BTreeSet<TopicId> = state.topics().map(|(_, t)| t.id()).collect();
         self.deleted.extend(self.state.topics().map(|(_, t)| t.id()).filter(|id| !kept.contains(id)));
         self.state = state;
+        self.applied = snapshot.get_metadata().index;
         self.publish();
         Ok(())
     }
 
-    fn snapshot_data(&self, _index: u64) -> Result<Vec<u8>, ReplicaError> {
-        Ok(self.state.encode())
+    /// The state at `index`: the current one, or the empty one at index 1
+    /// (the base snapshot a group records before its first membership change,
+    /// when entry 1 is the first leader's empty entry; see
+    /// `Replica::record_base_snapshot`). Sending the current state as of
+    /// index 1 would have a learner apply every command twice.
+    fn snapshot_data(&self, index: u64) -> Result<Vec<u8>, ReplicaError> {
+        match index {
+            i if i == self.applied => Ok(self.state.encode()),
+            1 => Ok(ClusterMetadata::default().encode()),
+            _ => Err(ReplicaError::Machine(format!("no metadata state at index {index} (applied {})", self.applied))),
+        }
     }
 
     /// The state holds everything applied; the log behind it is not needed.

@@ -14,6 +14,7 @@
 //! blob, never the log) and continues from the log after it.
 
 pub mod jitter;
+pub mod membership;
 pub mod metadata;
 pub mod partition;
 
@@ -28,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
 use crate::group_id::GroupId;
+use crate::replica_id::broker_of;
 use crate::storage::{Disk, LogConfig, RaftLog};
 use jitter::ElectionJitter;
 
@@ -158,7 +160,8 @@ pub struct ReplicaEnv {
 }
 
 /// Sees every committed entry as a replica applies it (the simulator checks
-/// that committed entries never change); production has none.
+/// that committed entries never change), and no entries when the node opens
+/// a partition replica (which applies from its own start); production has none.
 #[derive(Clone)]
 pub struct AppliedHook(Arc<AppliedFn>);
 
@@ -195,13 +198,22 @@ pub struct Replica<M: Machine> {
     failed: Option<String>,
     on_applied: Option<AppliedHook>,
     ticks_since_commit_sync: usize,
+    /// The index of the last configuration change applied, or a bound above
+    /// it: a snapshot records the configuration as applied now, so none may
+    /// be taken below this index (it would name the wrong members).
+    last_conf_change: u64,
+    /// The commit is stored before entries are applied (see `set_durable_apply`).
+    durable_apply: bool,
     logger: Logger,
 }
 
 impl<M: Machine> Replica<M> {
     /// Opens the group's log (recovering it) and rebuilds its state machine.
     /// A fresh log is bootstrapped with `voters`; an existing one keeps its
-    /// own configuration. `seed` drives the group's election jitter.
+    /// own configuration. With no `voters`, a fresh replica is an empty
+    /// learner-to-be: it never campaigns, and learns its configuration from
+    /// the leader's snapshot once the leader adds it. `seed` drives the
+    /// group's election jitter.
     pub fn open(group: GroupId, voters: &[u64], seed: u64, env: &ReplicaEnv) -> Result<Self, ReplicaError> {
         let logger = env.logger.new(o!("group" => group.to_string()));
         let (mut log, report) = RaftLog::open(env.disk.clone(), &group.file_prefix(), env.log_config.clone())?;
@@ -213,6 +225,16 @@ impl<M: Machine> Replica<M> {
         }
         let machine = M::recover(&log)?;
         let applied = log.hard_state().commit;
+        // Every replica records a snapshot before it applies its first
+        // configuration change (`apply`), so without one there was none.
+        // With one whose configuration is the current, none since; else the
+        // last may be anywhere up to the commit.
+        let snapshot = log.snapshot().get_metadata();
+        let last_conf_change = match snapshot.index {
+            0 => 0,
+            index if snapshot.get_conf_state() == log.conf_state() => index,
+            _ => applied,
+        };
         let settings = &env.settings;
         let config = raft::Config {
             id: env.node_id,
@@ -240,6 +262,8 @@ impl<M: Machine> Replica<M> {
             failed: None,
             on_applied: None,
             ticks_since_commit_sync: 0,
+            last_conf_change,
+            durable_apply: false,
             logger,
         };
         replica.observe();
@@ -250,6 +274,14 @@ impl<M: Machine> Replica<M> {
         self.on_applied = hook;
     }
 
+    /// Stores the commit index before applying entries, instead of lazily:
+    /// after a restart the machine then recovers at least every entry it
+    /// had applied, so what was acted on is never seen undone (the metadata
+    /// group: a broker deletes a replica moved off it by what it applied).
+    pub fn set_durable_apply(&mut self) {
+        self.durable_apply = true;
+    }
+
     pub fn role(&self) -> StateRole {
         self.raw.raft.state
     }
@@ -258,9 +290,14 @@ impl<M: Machine> Replica<M> {
         self.raw.raft.term
     }
 
+    /// This replica's raft id (see `replica_id`).
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
     /// The current leader's broker id, if known.
     pub fn leader(&self) -> Option<u64> {
-        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
+        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID).map(broker_of)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -275,14 +312,88 @@ impl<M: Machine> Replica<M> {
         let prs = self.raw.raft.prs();
         // Sorted: raft-rs keeps progress in a HashMap.
         let members: std::collections::BTreeMap<u64, u64> = prs.iter().map(|(&id, pr)| (id, pr.matched)).collect();
-        let (learners, voters) = members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        let (learners, voters): (Vec<_>, Vec<_>) =
+            members.into_iter().partition(|(id, _)| prs.conf().learners().contains(id));
+        let by_broker = |members: Vec<(u64, u64)>| {
+            let mut members: Vec<(u64, u64)> = members.into_iter().map(|(id, m)| (broker_of(id), m)).collect();
+            members.sort_unstable();
+            members
+        };
         Some(GroupProgress {
-            leader: self.raw.raft.id,
+            leader: broker_of(self.raw.raft.id),
             term: self.term(),
             applied: self.raw.raft.raft_log.applied,
-            voters,
-            learners,
+            voters: by_broker(voters),
+            learners: by_broker(learners),
         })
+    }
+
+    /// The configuration raft has applied.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// One step of moving the group's voters to `target` (and its learners
+    /// to `keep`), when this replica leads (`None` otherwise); see
+    /// `membership`. Returns the step taken: `Done` once the target is the
+    /// applied configuration.
+    pub fn drive_membership(&mut self, target: &[u64], keep: &[u64]) -> Result<Option<membership::Step>, ReplicaError> {
+        if !self.is_leader() {
+            return Ok(None);
+        }
+        if self.raw.raft.has_pending_conf() || self.raw.raft.lead_transferee.is_some() {
+            return Ok(Some(membership::Step::Wait));
+        }
+        let target: std::collections::BTreeSet<u64> = target.iter().copied().collect();
+        let keep: std::collections::BTreeSet<u64> = keep.iter().copied().collect();
+        let prs = self.raw.raft.prs();
+        let matched = |id: u64| prs.get(id).map_or(0, |pr| pr.matched);
+        let committed = self.raw.raft.raft_log.committed;
+        let step = membership::next_step(&target, &keep, &self.conf_state(), self.raw.raft.id, matched, committed);
+        match &step {
+            membership::Step::AddLearner(_) if self.log().snapshot().get_metadata().index == 0 => {
+                // A learner must start from a snapshot that holds the group's
+                // configuration: take it before the first change.
+                if self.raw.raft.raft_log.applied < 1 {
+                    return Ok(Some(membership::Step::Wait));
+                }
+                self.guarded(|r| r.record_base_snapshot())?;
+            }
+            membership::Step::TransferLeader(to) => {
+                let to = *to;
+                self.guarded(|r| {
+                    r.raw.transfer_leader(to);
+                    Ok(())
+                })?;
+            }
+            _ => {}
+        }
+        if let Some(cc) = membership::conf_change(&step) {
+            let proposed = self.guarded(|r| Ok(r.raw.propose_conf_change(vec![], cc)))?;
+            if let Err(e) = proposed {
+                slog::debug!(self.logger, "configuration change not proposed"; "step" => ?step, "error" => %e);
+                return Ok(Some(membership::Step::Wait));
+            }
+        }
+        if step != membership::Step::Wait && step != membership::Step::Done {
+            slog::info!(self.logger, "membership change"; "step" => ?step, "target" => ?target);
+        }
+        Ok(Some(step))
+    }
+
+    /// Records a snapshot through entry 1 (the first leader's empty entry,
+    /// which holds no data) while the configuration is still the one the
+    /// group was bootstrapped with: the snapshot a learner is sent when it
+    /// joins must carry the configuration that the log after it changes.
+    fn record_base_snapshot(&mut self) -> Result<(), ReplicaError> {
+        if self.log().snapshot().get_metadata().index > 0 {
+            return Ok(());
+        }
+        debug_assert_eq!(self.last_conf_change, 0, "a configuration change applied before the base snapshot");
+        if self.log().entries(1, 2, None)?.iter().any(|e| !e.data.is_empty()) {
+            return Err(ReplicaError::Machine("entry 1 holds data: no snapshot can precede it".into()));
+        }
+        self.compact_through(1)
     }
 
     /// The group in Kafka offsets, when this replica leads.
@@ -470,6 +581,23 @@ impl<M: Machine> Replica<M> {
                 "compaction through {index} beyond the applied index {applied}"
             )));
         }
+        self.compact_through(index)
+    }
+
+    /// Whether a snapshot at `index` would record the configuration in force there.
+    pub fn can_compact_through(&self, index: u64) -> bool {
+        index >= self.last_conf_change
+    }
+
+    /// `compact` for an index the machine has committed (raft's applied
+    /// index moves only at the end of a Ready).
+    fn compact_through(&mut self, index: u64) -> Result<(), ReplicaError> {
+        if !self.can_compact_through(index) {
+            return Err(ReplicaError::Machine(format!(
+                "compaction through {index} below the configuration change at {}",
+                self.last_conf_change
+            )));
+        }
         if index < self.log().first_index() {
             return Ok(());
         }
@@ -488,12 +616,29 @@ impl<M: Machine> Replica<M> {
         if entries.is_empty() {
             return Ok(());
         }
+        let last = entries[entries.len() - 1].index;
+        if self.durable_apply && self.log().hard_state().commit < last {
+            let hs = self.storable_hard_state();
+            debug_assert!(hs.commit >= last, "applying entries beyond the commit");
+            self.store_hard_state(hs)?;
+        }
         if let Some(hook) = &self.on_applied {
             hook.call(&self.group, entries);
         }
-        for entry in entries {
+        // The machine sees the entries before each configuration change first:
+        // a base snapshot taken there must hold them.
+        let mut done = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.get_entry_type() == EntryType::EntryNormal {
+                continue;
+            }
+            if self.log().snapshot().get_metadata().index == 0 {
+                self.machine.on_committed(&entries[done..i], self.raw.store())?;
+                done = i;
+                self.record_base_snapshot()?;
+            }
             let conf_state = match entry.get_entry_type() {
-                EntryType::EntryNormal => continue,
+                EntryType::EntryNormal => unreachable!("skipped above"),
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| ReplicaError::Machine(format!("bad conf change: {e}")))?;
@@ -505,9 +650,10 @@ impl<M: Machine> Replica<M> {
                     self.raw.apply_conf_change(&cc)?
                 }
             };
-            self.raw.mut_store().set_conf_state(conf_state)?;
+            self.raw.mut_store().set_applied_conf_state(conf_state, entry.index)?;
+            self.last_conf_change = entry.index;
         }
-        self.machine.on_committed(entries, self.raw.store())
+        self.machine.on_committed(&entries[done..], self.raw.store())
     }
 }
 

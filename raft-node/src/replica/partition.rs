@@ -215,7 +215,7 @@ impl Replica<PartitionMachine> {
         let Some(cut) = segments.iter().map(|s| s.last_index).filter(|&last| last <= limit).max() else {
             return Ok(None);
         };
-        if cut < self.log().first_index() {
+        if cut < self.log().first_index() || !self.can_compact_through(cut) {
             return Ok(None);
         }
         self.compact(cut)?;

@@ -424,6 +424,23 @@ impl RaftLog {
         self.write_state(self.hard_state.clone(), conf_state)
     }
 
+    /// Persists the conf state a change committed at `index` produced, with
+    /// the stored commit moved to at least `index` in the same write: a
+    /// restart resumes applying after `index`, never applies the change to
+    /// its own result (raft-rs refuses to leave a joint configuration twice).
+    pub fn set_applied_conf_state(&mut self, conf_state: ConfState, index: u64) -> Result<()> {
+        let mut hard_state = self.hard_state.clone();
+        if hard_state.commit < index {
+            let last_index = self.last_index();
+            if index > last_index {
+                return Err(LogError::CommitBeyondLog { commit: index, last_index });
+            }
+            self.sync()?;
+            hard_state.commit = index;
+        }
+        self.write_state(hard_state, conf_state)
+    }
+
     fn write_state(&mut self, hard_state: HardState, conf_state: ConfState) -> Result<()> {
         let hs = hard_state.write_to_bytes().map_err(encode_err)?;
         let cs = conf_state.write_to_bytes().map_err(encode_err)?;
@@ -681,12 +698,22 @@ impl Storage for RaftLog {
         Ok(RaftLog::last_index(self))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The snapshot for `to`, which raft-rs refuses unless its configuration
+    /// names `to`. A learner joining after the snapshot was taken is added to
+    /// it as a learner: the log after the snapshot replays how it was added
+    /// (raft-rs's configuration changes treat adding a present learner, or
+    /// removing an absent member, as no change).
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let index = self.snapshot_index();
         if index == 0 || index < request_index {
             return Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable));
         }
-        Ok(self.snapshot.clone())
+        let mut snapshot = self.snapshot.clone();
+        let conf = snapshot.mut_metadata().mut_conf_state();
+        if ![&conf.voters, &conf.learners, &conf.voters_outgoing].iter().any(|ids| ids.contains(&to)) {
+            conf.learners.push(to);
+        }
+        Ok(snapshot)
     }
 }
 

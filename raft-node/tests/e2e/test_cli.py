@@ -205,3 +205,37 @@ def test_refused_connection_names_the_address_and_keel_dev(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr and "keel dev" in result.stderr, result.stderr
+
+
+def test_reassign_moves_a_partition_while_producing_and_deletes_the_old_replica(cluster):
+    keel(cluster, "topic", "create", "moving", "--partitions", "1", "--replication-factor", "2")
+    wait_until("a leader", lambda: keel_json(cluster, "topic", "describe", "moving")["partitions"][0]["leader"],
+               cluster=cluster)
+    replicas = keel_json(cluster, "topic", "describe", "moving")["partitions"][0]["replicas"]
+    (spare,) = {1, 2, 3} - set(replicas)
+    kept, removed = replicas
+    target = [spare, kept]
+    keel(cluster, "produce", "moving", stdin="".join(f"before-{i}\n" for i in range(100)))
+
+    planned = keel_json(cluster, "cluster", "rebalance", "--dry-run")
+    assert planned["dry_run"] and all(m["result"] == "planned" for m in planned["moves"])
+    moved = keel_json(cluster, "cluster", "reassign", "moving", "0", "--replicas", f"{spare},{kept}")
+    assert moved["moves"] == [{"topic": "moving", "partition": 0, "from": replicas, "to": target,
+                               "result": "started"}]
+    keel(cluster, "produce", "moving", stdin="".join(f"during-{i}\n" for i in range(100)))
+
+    def settled():
+        status = keel_json(cluster, "cluster", "status")
+        partition = next(t for t in status["topics"] if t["name"] == "moving")["partitions"][0]
+        return status["moves"] == [] and partition["replicas"] == target
+
+    wait_until("the move to complete", settled, cluster=cluster)
+    old_files = lambda: [f for f in (cluster.root / f"data-{removed}").iterdir() if f.name.startswith("p-")]
+    wait_until(f"broker {removed} to delete its replica", lambda: old_files() == [], cluster=cluster)
+    values = [l.split()[-1] for l in keel(cluster, "consume", "moving").stdout.splitlines()]
+    assert values == [f"before-{i}" for i in range(100)] + [f"during-{i}" for i in range(100)]
+
+    refused = keel(cluster, "cluster", "reassign", "moving", "0", "--cancel", check=False)
+    assert refused.returncode != 0 and "NO_REASSIGNMENT_IN_PROGRESS" in refused.stdout
+    wrong = keel(cluster, "cluster", "decommission", "9", check=False)
+    assert wrong.returncode != 0 and "not registered" in wrong.stderr

@@ -257,10 +257,15 @@ fn compaction_removes_covered_segments_and_survives_reopen() {
     assert_eq!(log.term(through).unwrap(), 1);
     assert!(matches!(log.term(through - 1), Err(LogError::Compacted { .. })));
     assert!(matches!(log.entries(through, through + 1, None), Err(LogError::Compacted { .. })));
-    let snap = Storage::snapshot(&log, through, 2).unwrap();
+    let snap = Storage::snapshot(&log, through, 1).unwrap();
     assert_eq!((snap.get_metadata().index, snap.get_metadata().term), (through, 1));
     assert_eq!(snap.get_metadata().get_conf_state(), &cs);
     assert_eq!(&snap.data[..], b"state");
+    // A peer the snapshot's configuration does not name (a learner added
+    // since) gets it with itself as a learner, as raft-rs requires.
+    let joining = Storage::snapshot(&log, through, 2).unwrap();
+    let with_learner = ConfState { learners: vec![2], ..cs.clone() };
+    assert_eq!(joining.get_metadata().get_conf_state(), &with_learner);
     assert_eq!(
         Storage::snapshot(&log, through + 1, 2),
         Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))

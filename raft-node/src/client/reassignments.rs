@@ -1,0 +1,164 @@
+//! Moving partition replicas as an administrator does: start or cancel
+//! moves (AlterPartitionReassignments), list those in progress
+//! (ListPartitionReassignments), and take an emptied broker out of the
+//! cluster (UnregisterBroker), all answered by any broker through the
+//! metadata group.
+
+use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
+};
+use serde::Serialize;
+
+use super::{topic_name, Client, Error};
+
+const ALTER_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
+const LIST_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
+const UNREGISTER_BROKER_VERSION: i16 = 0;
+
+/// One partition's move: to `replicas`, or `None` to cancel the move in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Move {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Option<Vec<i32>>,
+}
+
+/// One partition's replicas, as the metadata holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+}
+
+/// The moves that turn `current` into `planned` (replica lists in the same order).
+pub fn moves_between(current: &[Placement], planned: Vec<Vec<i32>>) -> Vec<Move> {
+    current
+        .iter()
+        .zip(planned)
+        .filter(|(now, next)| &now.replicas != next)
+        .map(|(now, next)| Move { topic: now.topic.clone(), partition: now.partition, replicas: Some(next) })
+        .collect()
+}
+
+/// A move in progress, as the metadata holds it (KIP-455).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MoveInProgress {
+    pub topic: String,
+    pub partition: i32,
+    /// Every broker holding the partition until the move completes.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+impl Client {
+    /// Submits `moves`; the answer for each, in order: accepted, or why not.
+    pub async fn reassign(&mut self, moves: &[Move]) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut topics: Vec<ReassignableTopic> = Vec::new();
+        for m in moves {
+            let partition = ReassignablePartition::default()
+                .with_partition_index(m.partition)
+                .with_replicas(m.replicas.as_ref().map(|r| r.iter().map(|&b| BrokerId(b)).collect()));
+            match topics.iter_mut().find(|t| t.name.as_str() == m.topic) {
+                Some(t) => t.partitions.push(partition),
+                None => topics.push(
+                    ReassignableTopic::default().with_name(topic_name(&m.topic)).with_partitions(vec![partition]),
+                ),
+            }
+        }
+        let request =
+            AlterPartitionReassignmentsRequest::default().with_topics(topics).with_timeout_ms(self.timeout_ms());
+        // Not retried on another broker once sent: a second try would meet its own first.
+        let response: AlterPartitionReassignmentsResponse =
+            self.any_broker(ALTER_PARTITION_REASSIGNMENTS_VERSION, &request, false).await?;
+        if response.error_code != 0 {
+            let message = response.error_message.map(|m| m.to_string());
+            return Err(Error::kafka("reassign".into(), response.error_code, message));
+        }
+        let answer = |m: &Move| {
+            let p = response
+                .responses
+                .iter()
+                .filter(|t| t.name.as_str() == m.topic)
+                .flat_map(|t| &t.partitions)
+                .find(|p| p.partition_index == m.partition);
+            let context = || format!("move {}/{}", m.topic, m.partition);
+            match p {
+                None => Err(Error::Protocol(format!("the broker did not answer for {}", context()))),
+                Some(p) if p.error_code == 0 => Ok(()),
+                Some(p) => Err(Error::kafka(context(), p.error_code, p.error_message.as_ref().map(|m| m.to_string()))),
+            }
+        };
+        Ok(moves.iter().map(answer).collect())
+    }
+
+    /// The registered brokers and every partition's replicas, to plan moves
+    /// over; refused while moves are in progress, since a plan over a moving
+    /// cluster would fight them.
+    pub async fn placement(&mut self) -> Result<(Vec<i32>, Vec<Placement>), String> {
+        let moving = self.reassignments().await.map_err(|e| e.to_string())?;
+        if let Some(m) = moving.first() {
+            return Err(format!(
+                "{} move(s) in progress (first: {}/{}); see `keel cluster status`, or wait",
+                moving.len(),
+                m.topic,
+                m.partition
+            ));
+        }
+        let cluster = self.metadata().await.map_err(|e| e.to_string())?;
+        let brokers: Vec<i32> = cluster.brokers.keys().copied().collect();
+        let partitions = cluster
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| Placement {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                })
+            })
+            .collect();
+        Ok((brokers, partitions))
+    }
+
+    /// Every move in progress, by topic and partition.
+    pub async fn reassignments(&mut self) -> Result<Vec<MoveInProgress>, Error> {
+        let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(None);
+        let response: ListPartitionReassignmentsResponse =
+            self.any_broker(LIST_PARTITION_REASSIGNMENTS_VERSION, &request, true).await?;
+        if response.error_code != 0 {
+            let message = response.error_message.map(|m| m.to_string());
+            return Err(Error::kafka("list moves".into(), response.error_code, message));
+        }
+        let ids = |brokers: &[BrokerId]| brokers.iter().map(|b| b.0).collect();
+        Ok(response
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| MoveInProgress {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    replicas: ids(&p.replicas),
+                    adding: ids(&p.adding_replicas),
+                    removing: ids(&p.removing_replicas),
+                })
+            })
+            .collect())
+    }
+
+    /// Takes `broker` out of the cluster for good; refused while any
+    /// partition replica is still on it.
+    pub async fn unregister_broker(&mut self, broker: i32) -> Result<(), Error> {
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(broker));
+        let response: UnregisterBrokerResponse = self.any_broker(UNREGISTER_BROKER_VERSION, &request, false).await?;
+        if response.error_code != 0 {
+            let message = response.error_message.map(|m| m.to_string());
+            return Err(Error::kafka(format!("remove broker {broker}"), response.error_code, message));
+        }
+        Ok(())
+    }
+}
