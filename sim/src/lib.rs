@@ -16,6 +16,8 @@ pub mod cluster;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
+pub mod joiner;
+#[cfg(madsim)]
 pub mod mover;
 #[cfg(madsim)]
 pub mod nemesis;
