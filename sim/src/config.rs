@@ -333,6 +333,12 @@ mod tests {
         let (back, _) = parse_header(&header(&config)).unwrap();
         assert!(back.moves);
         assert!(config.set("--moves", "yes").is_err());
+        assert!(!text.contains("--join"), "absent when off");
+        config.set("--join", "1").unwrap();
+        assert!(config.check().is_err(), "--join and --moves both move replicas");
+        config.set("--moves", "0").unwrap();
+        let (back, _) = parse_header(&header(&config)).unwrap();
+        assert!(back.join && !back.moves);
     }
 
     #[test]
