@@ -27,6 +27,10 @@ sim_out=target/sim/ci-traces
 rm -rf "$sim_out" && mkdir -p "$sim_out"
 # A failing seed prints the `keel-sim run --seed N ...` command that replays it; its trace is kept in $sim_out.
 "$keel_sim" sweep --seeds 1..200 --jobs 2 --duration 60s --faults all --trace-dir "$sim_out"
+# Replica moves (decommissions and rebalances, raft membership changes) under the same faults.
+"$keel_sim" sweep --seeds 1..50 --jobs 2 --duration 60s --faults all --moves 1 --trace-dir "$sim_out"
+# A broker joining mid-run, taking replicas, and a founder (a metadata voter) leaving for good.
+"$keel_sim" sweep --seeds 1..50 --jobs 2 --brokers 3 --duration 60s --faults all --join 1 --trace-dir "$sim_out"
 for seed in 7 19 23 42 46 57; do
   "$keel_sim" run --seed "$seed" --trace "$sim_out/twice-$seed-a.trace" >/dev/null
   "$keel_sim" run --seed "$seed" --trace "$sim_out/twice-$seed-b.trace" >/dev/null

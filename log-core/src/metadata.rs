@@ -497,4 +497,15 @@ mod tests {
         assert_eq!(m.apply(register(holder)), Err(MetadataError::BrokerRemoved(holder)));
         assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m, "removals survive a snapshot");
     }
+
+    #[test]
+    fn registrations_from_before_raft_addresses_still_decode() {
+        let old = br#"{"RegisterBroker":{"id":1,"host":"h","port":9092,"rack":null}}"#;
+        let command = Command::decode(old).expect("an old command decodes");
+        assert_eq!(command, Command::RegisterBroker { id: 1, host: "h".into(), port: 9092, rack: None, raft: None });
+        let mut m = ClusterMetadata::default();
+        m.apply(command).unwrap();
+        let state = String::from_utf8(m.encode()).unwrap();
+        assert!(!state.contains("raft") && !state.contains("removed"), "encoded as before: {state}");
+    }
 }

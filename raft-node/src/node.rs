@@ -499,7 +499,16 @@ impl Node {
     fn on_join(&mut self, from: u64, id: u64, raft: String, host: String, port: u16) {
         let state = self.metadata.machine.state();
         let addr = match raft.parse::<SocketAddr>() {
-            Ok(addr) if from == id && i32::try_from(id).is_ok() && !state.is_removed(id as i32) => addr,
+            // A founder never joins: a joiner misconfigured with a founder's
+            // id must not take over its registration.
+            Ok(addr)
+                if from == id
+                    && i32::try_from(id).is_ok()
+                    && !state.is_removed(id as i32)
+                    && !self.config.founders.contains_key(&id) =>
+            {
+                addr
+            }
             _ => {
                 slog::warn!(self.logger, "join request refused"; "from" => from, "id" => id, "raft" => raft);
                 return;

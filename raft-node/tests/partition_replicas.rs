@@ -28,7 +28,9 @@
 //!   a learner from a snapshot and the log after it, the voters swap in one
 //!   joint change, a leader being removed hands over first, and every
 //!   acknowledged record is on every replica of the new configuration,
-//!   which commits without the removed one.
+//!   which commits without the removed one; a broker added back later is a
+//!   new member (a new generation): a delayed message from its deleted
+//!   replica does not count for the new one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,11 +40,12 @@ use log_core::batch::testing::{encode, BatchSpec};
 use log_core::batch::RecordBatch;
 use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
-use raft::eraftpb::{Entry, MessageType};
+use raft::eraftpb::{Entry, Message, MessageType};
 use raft_node::group_id::GroupId;
 use raft_node::replica::membership::Step;
 use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine, ProduceResult};
 use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv, ReplicaError};
+use raft_node::replica_id::replica_id;
 use raft_node::storage::{FaultyDisk, LogConfig};
 use tokio::sync::oneshot;
 
@@ -730,4 +733,41 @@ fn a_cancelled_move_removes_the_learner_and_keeps_the_voters() {
     assert_eq!(applied_confs(&c, &IDS), vec![(vec![1, 2, 3], vec![]); 3]);
     c.produce(3);
     assert_holds_everything(&c, &IDS);
+}
+
+#[test]
+fn a_replica_added_back_is_a_new_member_that_stale_messages_do_not_speak_for() {
+    let mut c = Cluster::new();
+    c.produce(10);
+    let leader = c.leader();
+    let gone = *IDS.iter().find(|&&id| id != leader).expect("a follower");
+    let kept: Vec<u64> = IDS.iter().copied().filter(|&id| id != gone).collect();
+    // What `gone` would answer to the leader's next append, delayed in the network.
+    let mut stale = Message::default();
+    stale.set_msg_type(MessageType::MsgAppendResponse);
+    (stale.from, stale.to, stale.term) = (gone, leader, c.replica(leader).term());
+    stale.index = c.replica(leader).last_index();
+
+    c.add_empty(4);
+    c.move_to(&[kept[0], kept[1], 4]);
+    c.stop(gone); // its replica deleted
+    c.produce(5);
+
+    // Added back by a later move: generation 2, a new raft id.
+    let back = replica_id(gone, 2);
+    c.add_empty(back);
+    c.isolated.insert(back);
+    let leader = c.leader();
+    let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[kept[0], kept[1], back], &[]);
+    assert_eq!(step.expect("drive"), Some(Step::AddLearner(back)));
+    c.settle();
+    stale.to = leader;
+    c.replicas.get_mut(&leader).expect("leader").step(stale);
+    let progress = c.replica(leader).progress().expect("the leader's progress");
+    assert_eq!(progress.learners, [(gone, 0)], "the old replica's answer is a stranger's");
+
+    c.isolated.clear();
+    c.move_to(&[kept[0], kept[1], back]);
+    c.produce(5);
+    assert_holds_everything(&c, &[kept[0], kept[1], back]);
 }

@@ -26,7 +26,8 @@ pub const RAFT_PORT: u16 = 19092;
 /// The workload's node.
 pub const CLIENT_HOST: u8 = 100;
 
-fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
+/// Broker `id`'s config; the founders are `1..=founders` (a higher id joins).
+fn broker_config(id: u8, founders: u8) -> BrokerConfig {
     BrokerConfig {
         node_id: u64::from(id),
         data_dir: "unused".into(),
@@ -38,7 +39,7 @@ fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
         },
-        cluster: (1..=brokers).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
+        cluster: (1..=founders).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
         storage: Default::default(),
         // The workload has one consumer group, so one coordinator partition: each is a raft
         // group of three replicas ticking through every run (eight made the sweep a third slower).
@@ -54,16 +55,21 @@ pub struct Cluster {
     clocks: Vec<Arc<ClockRate>>,
     /// Brokers whose `run_on` returned since their last (re)start, with what it returned.
     exits: Arc<Mutex<BTreeMap<u8, String>>>,
+    /// Brokers `1..=founders` formed the cluster; the others join it.
+    founders: u8,
     handle: Handle,
 }
 
 impl Cluster {
-    /// Starts brokers `1..=brokers`; their transports consult `network`, and
-    /// `committed` sees every entry they apply.
+    /// Starts brokers `1..=brokers`, and with `join_at` broker `brokers + 1`
+    /// at that time, which joins the running cluster (its node exists from
+    /// the start, so the nemesis may kill it before); their transports
+    /// consult `network`, and `committed` sees every entry they apply.
     pub fn start(
         handle: &Handle,
         seed: u64,
         brokers: u8,
+        join_at: Option<tokio::time::Instant>,
         network: Arc<Network>,
         committed: &Arc<CommittedEntries>,
         logger: &Logger,
@@ -72,7 +78,9 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut disks = Vec::new();
         let mut clocks = Vec::new();
-        for id in 1..=brokers {
+        let joiners = u8::from(join_at.is_some());
+        for id in 1..=brokers + joiners {
+            let join_at = join_at.filter(|_| id > brokers);
             let disk = FaultyDisk::new(seed.rotate_left(8) ^ u64::from(id));
             let (logger, exits, network, node_disk) = (logger.clone(), exits.clone(), network.clone(), disk.clone());
             let committed = committed.clone();
@@ -96,6 +104,9 @@ impl Cluster {
                         clock: Some(clock.clone()),
                     };
                     async move {
+                        if let Some(at) = join_at {
+                            tokio::time::sleep_until(at).await;
+                        }
                         let ended = raft_node::broker::run_on_with(
                             broker_config(id, brokers),
                             Arc::new(disk),
@@ -116,7 +127,7 @@ impl Cluster {
             nodes.push(node);
             disks.push(disk);
         }
-        Cluster { nodes, disks, clocks, exits, handle: handle.clone() }
+        Cluster { nodes, disks, clocks, exits, founders: brokers, handle: handle.clone() }
     }
 
     pub fn ids(&self) -> Vec<u8> {
@@ -161,8 +172,8 @@ impl Cluster {
         self.exits.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The Kafka bootstrap addresses of every broker.
+    /// The Kafka bootstrap addresses of the founders (a joiner may not run yet).
     pub fn bootstrap(&self) -> Vec<String> {
-        self.ids().into_iter().map(|id| address(id, KAFKA_PORT).to_string()).collect()
+        (1..=self.founders).map(|id| address(id, KAFKA_PORT).to_string()).collect()
     }
 }

@@ -152,6 +152,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Partition replicas are moved (decommission, rebalance) while the workload runs.
     pub moves: bool,
+    /// A broker beyond `brokers` joins mid-run, takes replicas, and a founder
+    /// leaves for good (`joiner`).
+    pub join: bool,
 }
 
 impl SimConfig {
@@ -163,6 +166,7 @@ impl SimConfig {
             duration: Duration::from_secs(60),
             faults: Faults::All { except: Vec::new() },
             moves: false,
+            join: false,
         }
     }
 
@@ -174,8 +178,9 @@ impl SimConfig {
     fn flags_with(&self, faults: &str) -> String {
         // `--moves` only when on: the configs of traces recorded before it read the same.
         let moves = if self.moves { " --moves 1" } else { "" };
+        let join = if self.join { " --join 1" } else { "" };
         format!(
-            "--brokers {} --partitions {} --duration {} --faults {faults}{moves}",
+            "--brokers {} --partitions {} --duration {} --faults {faults}{moves}{join}",
             self.brokers,
             self.partitions,
             format_duration(self.duration),
@@ -218,6 +223,13 @@ impl SimConfig {
                     _ => return Err(format!("--moves {value}: 1 (move replicas while the workload runs) or 0")),
                 }
             }
+            "--join" => {
+                self.join = match value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(format!("--join {value}: 1 (a broker joins, a founder leaves) or 0")),
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -225,6 +237,9 @@ impl SimConfig {
 
     /// Checks what single flags cannot: a schedule names only brokers the cluster has.
     pub fn check(&self) -> Result<(), String> {
+        if self.join && self.moves {
+            return Err("--join 1 and --moves 1 both move replicas: pick one".into());
+        }
         match &self.faults {
             Faults::Scheduled(schedule) => schedule.check(self.brokers),
             _ => Ok(()),
@@ -318,6 +333,12 @@ mod tests {
         let (back, _) = parse_header(&header(&config)).unwrap();
         assert!(back.moves);
         assert!(config.set("--moves", "yes").is_err());
+        assert!(!text.contains("--join"), "absent when off");
+        config.set("--join", "1").unwrap();
+        assert!(config.check().is_err(), "--join and --moves both move replicas");
+        config.set("--moves", "0").unwrap();
+        let (back, _) = parse_header(&header(&config)).unwrap();
+        assert!(back.join && !back.moves);
     }
 
     #[test]

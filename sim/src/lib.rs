@@ -18,6 +18,8 @@ pub mod faults;
 #[cfg(madsim)]
 pub mod group_consumer;
 #[cfg(madsim)]
+pub mod joiner;
+#[cfg(madsim)]
 pub mod mover;
 #[cfg(madsim)]
 pub mod nemesis;

@@ -16,10 +16,10 @@ use crate::config::{header, FaultKind, SimConfig};
 use crate::faults::{NetCounts, Network, Plan};
 use crate::group_consumer::{self, Group};
 use crate::invariants::CommittedEntries;
-use crate::mover;
 use crate::nemesis::{noise, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Workload};
+use crate::{joiner, mover};
 
 /// After the heal, every partition must take a write within this (simulated) time.
 pub const LIVENESS_DEADLINE: Duration = Duration::from_secs(60);
@@ -182,8 +182,17 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     let handle = Handle::current();
     let log = logger.new(o!("sim" => "nemesis"));
     let network = shared.network;
-    let cluster =
-        Arc::new(Cluster::start(&handle, config.seed, config.brokers, network.clone(), &shared.committed, &logger));
+    // The joiner starts a third of the way in, once the workload is under way.
+    let join_at = config.join.then(|| tokio::time::Instant::now() + config.duration / 3);
+    let cluster = Arc::new(Cluster::start(
+        &handle,
+        config.seed,
+        config.brokers,
+        join_at,
+        network.clone(),
+        &shared.committed,
+        &logger,
+    ));
     let client = handle.create_node().name("client").ip(address(CLIENT_HOST, 0).ip()).build();
     let workload = Arc::new(Workload {
         bootstrap: cluster.bootstrap(),
@@ -210,6 +219,10 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     let end = tokio::time::Instant::now() + config.duration;
     if config.moves {
         clients.push(client.spawn(mover::mover(workload.clone(), cluster.ids(), end)));
+    }
+    if config.join {
+        // The last founder leaves: a metadata voter, replaced by the joiner.
+        clients.push(client.spawn(joiner::joiner(workload.clone(), config.brokers + 1, config.brokers, end)));
     }
     let injected = shared.injected;
     let mut nemesis = Nemesis::new(cluster.clone(), network.clone(), plan.clone(), log.clone(), injected.clone());

@@ -34,7 +34,15 @@ fn decode(input: &[u8]) -> arbitrary::Result<SimConfig> {
     let partitions = u.int_in_range(2..=4)?;
     let duration = Duration::from_secs(u.int_in_range(10..=20)?);
     let schedule = Schedule::decode(&mut u, BROKERS)?;
-    Ok(SimConfig { seed, brokers: BROKERS, partitions, duration, faults: Faults::Scheduled(schedule), moves: false })
+    Ok(SimConfig {
+        seed,
+        brokers: BROKERS,
+        partitions,
+        duration,
+        faults: Faults::Scheduled(schedule),
+        moves: false,
+        join: false,
+    })
 }
 
 /// The property: the run a schedule drives is valid. A failure names the

@@ -650,6 +650,15 @@ impl<M: Machine> Replica<M> {
                     self.raw.apply_conf_change(&cc)?
                 }
             };
+            let id = self.raw.raft.id;
+            if self.is_leader() && !conf_state.voters.contains(&id) && !conf_state.voters_outgoing.contains(&id) {
+                // A leave proposed by an earlier leader, committed by this
+                // one, removed it: raft-rs would go on leading without
+                // itself (and later panic). Step down; the voters elect.
+                slog::info!(self.logger, "removed from the voters while leading: stepping down");
+                let term = self.raw.raft.term;
+                self.raw.raft.become_follower(term, raft::INVALID_ID);
+            }
             self.raw.mut_store().set_applied_conf_state(conf_state, entry.index)?;
             self.last_conf_change = entry.index;
         }

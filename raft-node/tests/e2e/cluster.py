@@ -42,6 +42,19 @@ class Cluster:
                 f"{members}{extra_config}"
             )
 
+    def add_joiner(self, i):
+        """Writes broker `i`'s config: not among the founders' `[[cluster]]`, so it joins."""
+        kafka, raft = free_ports(2)
+        self.ids.append(i)
+        self.kafka[i], self.raft[i] = kafka, raft
+        members = "".join(f'[[cluster]]\nid = {f}\nraft = "127.0.0.1:{self.raft[f]}"\n' for f in self.ids if f != i)
+        (self.root / f"broker-{i}.toml").write_text(
+            f'node_id = {i}\ndata_dir = "{self.root}/data-{i}"\n'
+            f'[kafka]\nlisten = "127.0.0.1:{kafka}"\n'
+            f'[raft]\nlisten = "127.0.0.1:{raft}"\ntick_ms = 50\n'
+            f"{members}"
+        )
+
     @property
     def bootstrap(self):
         return ",".join(f"127.0.0.1:{self.kafka[i]}" for i in self.ids if i in self.procs)

@@ -239,3 +239,43 @@ def test_reassign_moves_a_partition_while_producing_and_deletes_the_old_replica(
     assert refused.returncode != 0 and "NO_REASSIGNMENT_IN_PROGRESS" in refused.stdout
     wrong = keel(cluster, "cluster", "decommission", "9", check=False)
     assert wrong.returncode != 0 and "not registered" in wrong.stderr
+
+
+def metadata_members(cluster):
+    """The metadata group as its leader reports it: ({voters}, {observers})."""
+    replicas = keel_json(cluster, "cluster", "status")["metadata_quorum"].get("replica_status", [])
+    return ({r["id"] for r in replicas if r["voter"]}, {r["id"] for r in replicas if not r["voter"]})
+
+
+def test_a_broker_joins_takes_a_replica_and_a_founder_leaves(cluster):
+    keel(cluster, "topic", "create", "grow", "--partitions", "1", "--replication-factor", "3")
+    keel(cluster, "produce", "grow", stdin="".join(f"before-{i}\n" for i in range(50)))
+    cluster.add_joiner(4)
+    cluster.start(4)
+    wait_until("broker 4 to join as a metadata learner",
+               lambda: metadata_members(cluster) == ({1, 2, 3}, {4}), cluster=cluster)
+    # A restarted joiner rejoins from its own disk.
+    cluster.kill(4)
+    cluster.start(4)
+    moved = keel_json(cluster, "cluster", "reassign", "grow", "0", "--replicas", "4,1,2")
+    assert moved["moves"][0]["result"] == "started"
+
+    def moved_onto_4():
+        status = keel_json(cluster, "cluster", "status")
+        partition = next(t for t in status["topics"] if t["name"] == "grow")["partitions"][0]
+        return status["moves"] == [] and partition["replicas"] == [4, 1, 2]
+
+    wait_until("the move onto broker 4", moved_onto_4, cluster=cluster)
+    refused = keel(cluster, "cluster", "remove-broker", "4", check=False)
+    assert refused.returncode != 0 and "still holds a replica" in refused.stderr, refused.stderr
+
+    keel(cluster, "cluster", "decommission", "3")
+    wait_until("the decommission", lambda: keel_json(cluster, "cluster", "status")["moves"] == [], cluster=cluster)
+    keel(cluster, "cluster", "remove-broker", "3")
+    cluster.kill(3)
+    wait_until("broker 4 to replace voter 3", lambda: metadata_members(cluster) == ({1, 2, 4}, set()),
+               cluster=cluster)
+    assert sorted(b["id"] for b in keel_json(cluster, "cluster", "status")["brokers"]) == [1, 2, 4]
+    keel(cluster, "produce", "grow", stdin="".join(f"after-{i}\n" for i in range(50)))
+    values = [l.split()[-1] for l in keel(cluster, "consume", "grow").stdout.splitlines()]
+    assert values == [f"before-{i}" for i in range(50)] + [f"after-{i}" for i in range(50)]
