@@ -333,7 +333,7 @@ impl Node {
             self.sync_peers();
             self.register();
             self.announce(|_| true);
-            self.report_deleted();
+            self.report_deleted()?;
         }
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
@@ -530,10 +530,10 @@ impl Node {
     }
 
     /// Tells the metadata group which replicas moved off this broker it has
-    /// deleted (`reconcile` deletes them), so that later moves may bring the
-    /// partition back here: until then its group could take the old
-    /// replica's log for the new one's.
-    fn report_deleted(&mut self) {
+    /// deleted (`reconcile` deletes them; files a crash mid-deletion left go
+    /// here), so that later moves may bring the partition back here: until
+    /// then its group could take the old replica's log for the new one's.
+    fn report_deleted(&mut self) -> Result<(), NodeError> {
         let me = self.config.node_id;
         let mut deleted = Vec::new();
         for (name, topic) in self.metadata.machine.state().topics() {
@@ -541,16 +541,25 @@ impl Node {
                 let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
                 let gone = !self.partitions.contains_key(&group) && !self.failed.contains_key(&group);
                 if gone && assignment.leaving().iter().any(|&b| b as u64 == me) {
-                    deleted.push((name.to_owned(), index as i32));
+                    deleted.push((name.to_owned(), index as i32, group.file_prefix()));
                 }
             }
         }
-        for (topic, partition) in deleted {
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        for name in self.env.disk.list()? {
+            if deleted.iter().any(|(_, _, prefix)| name.starts_with(prefix)) {
+                self.env.disk.remove(&name)?;
+            }
+        }
+        for (topic, partition, _) in deleted {
             let command = Command::ReplicaDeleted { topic, partition, broker: me as i32 };
             if let Err(e) = self.metadata.propose(command.encode()) {
                 slog::debug!(self.logger, "replica deletion not reported"; "error" => %e);
             }
         }
+        Ok(())
     }
 
     fn on_peer(&mut self, from: u64, payload: &[u8]) {
@@ -695,7 +704,7 @@ impl Node {
             }
         }
         if any_moved_off {
-            self.report_deleted();
+            self.report_deleted()?;
         }
         let mut wanted = Vec::new();
         for (_, topic) in self.metadata.machine.state().topics() {
