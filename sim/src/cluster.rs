@@ -33,6 +33,7 @@ fn broker_config(id: u8, brokers: u8) -> BrokerConfig {
         kafka: KafkaSection { listen: address(id, KAFKA_PORT), advertised: None },
         raft: RaftSection { listen: address(id, RAFT_PORT), tick_ms: 100, election_ticks: 10, heartbeat_ticks: 2 },
         cluster: (1..=brokers).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
+        leadership: Default::default(),
         storage: Default::default(),
         logging: Default::default(),
     }

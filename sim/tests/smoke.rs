@@ -39,6 +39,7 @@ fn broker_config(id: u8) -> BrokerConfig {
         kafka: KafkaSection { listen: address(id, 9092), advertised: None },
         raft: RaftSection { listen: address(id, 19092), tick_ms: 100, election_ticks: 10, heartbeat_ticks: 2 },
         cluster: (1..=BROKERS).map(|j| ClusterMember { id: u64::from(j), raft: address(j, 19092) }).collect(),
+        leadership: Default::default(),
         storage: Default::default(),
         logging: Default::default(),
     }

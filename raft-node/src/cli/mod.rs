@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use crate::client::{Acks, Client, ClientConfig, Error};
 use crate::config::{
-    BrokerConfig, ClusterMember, KafkaSection, LogFormat, LoggingSection, RaftSection, StorageSection,
+    BrokerConfig, ClusterMember, KafkaSection, LeadershipSection, LogFormat, LoggingSection, RaftSection,
+    StorageSection,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use stream::{ConsumeArgs, ProduceArgs, Start};
@@ -267,6 +268,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
                 heartbeat_ticks: 2,
             },
             cluster: cluster.clone(),
+            leadership: LeadershipSection::default(),
             storage: StorageSection::default(),
             logging: LoggingSection { level: "info".into(), format },
         })
