@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::api::KafkaApi;
 use crate::config::BrokerConfig;
 use crate::kafka::{serve, ServerConfig};
-use crate::node::{ClockRate, Node, NodeConfig, NodeError};
+use crate::node::{ClockRate, LeaderBalance, Node, NodeConfig, NodeError};
 use crate::replica::{AppliedHook, RaftSettings};
 use crate::storage::{Disk, FileDisk, LogConfig};
 use crate::transport::{Transport, TransportConfig};
@@ -105,6 +105,10 @@ pub async fn run_on_with(
         tick: Duration::from_millis(config.raft.tick_ms),
         retention_check_ticks: (config.storage.retention_check_ms / config.raft.tick_ms).max(1),
         offsets_partitions: config.groups.offsets_partitions,
+        leader_balance: config.leadership.auto_rebalance.then(|| LeaderBalance {
+            check_ticks: (config.leadership.check_ms / config.raft.tick_ms).max(1),
+            max_transfers: config.leadership.max_transfers,
+        }),
         seed: instruments.seed.unwrap_or(node_id),
         on_applied: instruments.on_applied,
         clock: instruments.clock,

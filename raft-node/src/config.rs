@@ -24,6 +24,12 @@
 //! # to let it into the running cluster (it then keeps in touch with every
 //! # registered broker, also after a restart).
 //!
+//! [leadership]
+//! auto_rebalance = true            # hand leadership back to preferred replicas
+//!                                  # (Kafka's auto.leader.rebalance.enable)
+//! check_ms = 5000                  # how often each broker looks
+//! max_transfers = 2                # hand-overs one broker runs at once
+//!
 //! [storage]
 //! segment_bytes = 67108864         # segment roll size; a topic's segment.bytes overrides it
 //! retention_check_ms = 10000       # how often topics' retention.ms/.bytes are applied
@@ -50,6 +56,8 @@ pub struct BrokerConfig {
     pub kafka: KafkaSection,
     pub raft: RaftSection,
     pub cluster: Vec<ClusterMember>,
+    #[serde(default)]
+    pub leadership: LeadershipSection,
     #[serde(default)]
     pub storage: StorageSection,
     #[serde(default)]
@@ -89,6 +97,19 @@ pub struct ClusterMember {
     pub raft: SocketAddr,
 }
 
+/// Preferred leadership: the first replica of each partition (the metadata
+/// spreads those evenly) leads it whenever it can.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadershipSection {
+    #[serde(default = "default_auto_rebalance")]
+    pub auto_rebalance: bool,
+    #[serde(default = "default_leadership_check_ms")]
+    pub check_ms: u64,
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
@@ -124,6 +145,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl Default for LeadershipSection {
+    fn default() -> Self {
+        LeadershipSection {
+            auto_rebalance: default_auto_rebalance(),
+            check_ms: default_leadership_check_ms(),
+            max_transfers: default_max_transfers(),
+        }
+    }
+}
+
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection { segment_bytes: default_segment_bytes(), retention_check_ms: default_retention_check_ms() }
@@ -149,6 +180,15 @@ fn default_election_ticks() -> usize {
     10
 }
 fn default_heartbeat_ticks() -> usize {
+    2
+}
+fn default_auto_rebalance() -> bool {
+    true
+}
+fn default_leadership_check_ms() -> u64 {
+    5_000
+}
+fn default_max_transfers() -> usize {
     2
 }
 fn default_segment_bytes() -> u64 {
@@ -209,6 +249,10 @@ impl BrokerConfig {
                 "groups.offsets_partitions must be at least 1, got {}",
                 self.groups.offsets_partitions
             ));
+        }
+        let leadership = &self.leadership;
+        if leadership.auto_rebalance && (leadership.check_ms == 0 || leadership.max_transfers == 0) {
+            return invalid("leadership: check_ms and max_transfers must be positive with auto_rebalance".into());
         }
         let (host, port) = self.advertised();
         if host.is_empty() || port == 0 {

@@ -53,12 +53,24 @@ pub struct NodeConfig {
     pub retention_check_ticks: u64,
     /// Partitions of `__consumer_offsets` when this broker creates it.
     pub offsets_partitions: i32,
+    /// Hands leadership back to preferred replicas, when set.
+    pub leader_balance: Option<LeaderBalance>,
     /// Seeds election jitter; fixed per node so a simulation replays.
     pub seed: u64,
     /// Given to every replica (see `AppliedHook`).
     pub on_applied: Option<AppliedHook>,
     /// Scales `tick` while the node runs (the simulator's clock skew).
     pub clock: Option<Arc<ClockRate>>,
+}
+
+/// How leadership goes back to preferred replicas.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderBalance {
+    /// Ticks between two looks (>= 1).
+    pub check_ticks: u64,
+    /// Hand-overs this broker runs at once: leadership returns to a broker
+    /// that comes back a few groups at a time, not in a burst of elections.
+    pub max_transfers: usize,
 }
 
 impl NodeConfig {
@@ -340,6 +352,11 @@ impl Node {
         }
         self.drive_moves();
         self.drive_metadata_membership()?;
+        if let Some(balance) = self.config.leader_balance {
+            if self.ticks % balance.check_ticks.max(1) == 0 {
+                self.balance_leaders(balance.max_transfers);
+            }
+        }
         if self.failed.values().any(|&due| due <= self.ticks) {
             let ticks = self.ticks;
             self.failed.retain(|_, due| *due > ticks);
@@ -560,6 +577,43 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Hands the groups this broker leads to their preferred replica (the
+    /// first of the partition's replicas) when it is another voter, active
+    /// and caught up, with at most `max` hand-overs under way. A partition
+    /// being moved is left alone: its move decides who leads.
+    fn balance_leaders(&mut self, max: usize) {
+        let state = self.metadata.machine.state();
+        let mut under_way = self.partitions.values().filter(|r| r.handing_over()).count();
+        let mut failed = Vec::new();
+        for (group, replica) in self.partitions.iter_mut() {
+            if under_way >= max {
+                break;
+            }
+            let GroupId::Partition { topic, partition } = group else { continue };
+            let Some(assignment) = state.topic_by_id(topic).and_then(|(_, t)| t.partition(*partition)) else {
+                continue;
+            };
+            if assignment.reassignment().is_some() || !replica.is_leader() {
+                continue;
+            }
+            let Some(&preferred) = assignment.replicas().first() else { continue };
+            match replica.hand_over_to(replica_id(preferred as u64, assignment.generation(preferred))) {
+                Ok(true) => {
+                    under_way += 1;
+                    slog::info!(self.logger, "handing leadership to the preferred replica"; "group" => %group, "to" => preferred);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    slog::crit!(self.logger, "leadership hand-over failed; the replica stops serving until reopened"; "group" => %group, "error" => %e);
+                    failed.push(*group);
+                }
+            }
+        }
+        for group in failed {
+            self.fail(group);
+        }
     }
 
     fn on_peer(&mut self, from: u64, payload: &[u8]) {

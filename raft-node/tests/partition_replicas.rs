@@ -30,7 +30,9 @@
 //!   acknowledged record is on every replica of the new configuration,
 //!   which commits without the removed one; a broker added back later is a
 //!   new member (a new generation): a delayed message from its deleted
-//!   replica does not count for the new one.
+//!   replica does not count for the new one;
+//! - leadership is handed to another voter (the preferred replica) only
+//!   once it has the whole log, one hand-over at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -770,4 +772,33 @@ fn a_replica_added_back_is_a_new_member_that_stale_messages_do_not_speak_for() {
     c.move_to(&[kept[0], kept[1], back]);
     c.produce(5);
     assert_holds_everything(&c, &[kept[0], kept[1], back]);
+}
+
+#[test]
+fn leadership_goes_to_another_voter_only_once_it_has_the_whole_log() {
+    let mut c = Cluster::new();
+    c.produce(5);
+    let leader = c.leader();
+    let to = IDS.into_iter().find(|&id| id != leader).expect("a follower");
+    let hand_over = |c: &mut Cluster, to: u64| {
+        let leader = c.leader();
+        c.replicas.get_mut(&leader).expect("leader").hand_over_to(to).expect("no raft failure")
+    };
+    assert!(!hand_over(&mut c, leader), "not to itself");
+    // Cut off, it falls behind: leadership stays.
+    c.isolated.insert(to);
+    c.produce(3);
+    assert!(!hand_over(&mut c, to));
+    // Back, it catches up on the next heartbeats and takes over.
+    c.isolated.remove(&to);
+    c.tick(RaftSettings::default().heartbeat_ticks);
+    assert!(hand_over(&mut c, to));
+    assert!(c.replica(leader).handing_over());
+    assert!(!hand_over(&mut c, to), "one hand-over at a time");
+    c.settle();
+    assert_eq!(c.leader(), to);
+    assert!(!c.replica(to).handing_over() && !c.replica(leader).handing_over());
+    c.produce(2);
+    c.assert_ends(10);
+    assert_reads_back(c.replica(to), 0);
 }

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 
 use crate::client::{Acks, Client, ClientConfig, Error};
 use crate::config::{
-    BrokerConfig, ClusterMember, GroupsSection, KafkaSection, LogFormat, LoggingSection, RaftSection, StorageSection,
+    BrokerConfig, ClusterMember, GroupsSection, KafkaSection, LeadershipSection, LogFormat, LoggingSection,
+    RaftSection, StorageSection,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use stream::{ConsumeArgs, ProduceArgs, Start};
@@ -307,6 +308,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
                 heartbeat_ticks: 2,
             },
             cluster: cluster.clone(),
+            leadership: LeadershipSection::default(),
             storage: StorageSection::default(),
             groups: GroupsSection::default(),
             logging: LoggingSection { level: "info".into(), format },

@@ -396,6 +396,32 @@ impl<M: Machine> Replica<M> {
         self.compact_through(1)
     }
 
+    /// Starts handing leadership to `to` when this replica leads, `to` is
+    /// another voter that was heard from lately and has the whole log, and
+    /// no hand-over or configuration change is under way. Returns whether it
+    /// started; raft gives up a hand-over that takes an election timeout.
+    pub fn hand_over_to(&mut self, to: u64) -> Result<bool, ReplicaError> {
+        let raft = &self.raw.raft;
+        if !self.is_leader() || to == raft.id || self.handing_over() || raft.has_pending_conf() {
+            return Ok(false);
+        }
+        let voter = raft.prs().conf().voters().contains(to);
+        let ready = raft.prs().get(to).is_some_and(|pr| pr.recent_active && pr.matched == raft.raft_log.last_index());
+        if !voter || !ready {
+            return Ok(false);
+        }
+        self.guarded(|r| {
+            r.raw.transfer_leader(to);
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Whether a leadership hand-over is under way.
+    pub fn handing_over(&self) -> bool {
+        self.raw.raft.lead_transferee.is_some()
+    }
+
     /// The group in Kafka offsets, when this replica leads.
     pub fn quorum(&self) -> Option<QuorumState> {
         self.progress().map(|p| p.in_offsets(|index| self.machine.offset_after(index)))
