@@ -60,10 +60,15 @@ step "planted bugs: the simulator catches each one within seeds 1..40 (docs/VERI
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
   cargo build --locked --profile test -p sim --bin keel-sim --features raft-node/planted-bugs
 cp target/sim/debug/keel-sim target/sim/keel-sim-planted
-for bug in ack-before-commit skip-sync offset-after-restart fetch-above-hw dedup-window-off-by-one; do
+# Each bug with the workload flags that exercise it (a move's bug needs moves).
+for planted in ack-before-commit skip-sync offset-after-restart fetch-above-hw dedup-window-off-by-one \
+  "remove-before-commit --moves 1"; do
+  bug=${planted%% *}
+  flags=${planted#"$bug"}
   out="$sim_out/planted-$bug"
+  # shellcheck disable=SC2086 # the flags split into words
   if KEEL_PLANTED_BUG="$bug" target/sim/keel-sim-planted sweep --seeds 1..40 --jobs 2 --duration 60s \
-    --faults all --trace-dir "$out" >"$out.txt"; then
+    --faults all $flags --trace-dir "$out" >"$out.txt"; then
     cat "$out.txt" >&2
     echo "planted bug $bug went unnoticed by seeds 1..40" >&2
     exit 1

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use log_core::batch::RecordBatch;
-use log_core::metadata::{ClusterMetadata, Command, TopicConfig, SEGMENT_BYTES};
+use log_core::metadata::{ClusterMetadata, Command, PartitionAssignment, TopicConfig, SEGMENT_BYTES};
 use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
 use rand::{RngCore, SeedableRng};
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::group_id::GroupId;
 use crate::peer_message::PeerMessage;
+use crate::planted::{planted, Bug};
 use crate::replica::membership::Step;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
@@ -742,7 +743,7 @@ impl Node {
                 GroupId::Partition { topic, partition } => state
                     .topic_by_id(topic)
                     .and_then(|(_, t)| t.partition(*partition))
-                    .is_some_and(|a| !a.replicas().iter().any(|&b| b as u64 == me)),
+                    .is_some_and(|a| !a.replicas().iter().any(|&b| b as u64 == me) || removed_early(a, me)),
                 GroupId::Metadata => false,
             })
             .copied()
@@ -891,6 +892,14 @@ impl Node {
             }
         }
     }
+}
+
+/// The planted remove-before-commit bug: a replica a move takes off this
+/// broker is deleted as soon as the move starts (and opened again, empty,
+/// as the same member), not once the new configuration has committed.
+fn removed_early(assignment: &PartitionAssignment, me: u64) -> bool {
+    planted(Bug::RemoveBeforeCommit)
+        && assignment.reassignment().is_some_and(|r| r.removing.iter().any(|&b| b as u64 == me))
 }
 
 #[cfg(test)]

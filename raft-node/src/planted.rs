@@ -20,11 +20,20 @@ pub enum Bug {
     /// The leader's idempotence window is one batch short: it misses each
     /// producer's newest batch, so a retry of that batch is written again.
     DedupWindowOffByOne,
+    /// A broker a move takes a replica off deletes it when the move starts,
+    /// before the new configuration commits, and rejoins empty as the same member.
+    RemoveBeforeCommit,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] =
-        [Bug::AckBeforeCommit, Bug::SkipSync, Bug::OffsetAfterRestart, Bug::FetchAboveHw, Bug::DedupWindowOffByOne];
+    pub const ALL: [Bug; 6] = [
+        Bug::AckBeforeCommit,
+        Bug::SkipSync,
+        Bug::OffsetAfterRestart,
+        Bug::FetchAboveHw,
+        Bug::DedupWindowOffByOne,
+        Bug::RemoveBeforeCommit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +42,7 @@ impl Bug {
             Bug::OffsetAfterRestart => "offset-after-restart",
             Bug::FetchAboveHw => "fetch-above-hw",
             Bug::DedupWindowOffByOne => "dedup-window-off-by-one",
+            Bug::RemoveBeforeCommit => "remove-before-commit",
         }
     }
 }
