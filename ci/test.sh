@@ -103,4 +103,7 @@ fi
 # A fixed seed: the same fault schedule every run (seed 21 draws all four kinds).
 KEEL_JEPSEN_SEED="${KEEL_JEPSEN_SEED:-21}" ci/jepsen.sh
 
+step "real processes: an elastic cluster (ci/elastic.sh): brokers 4 and 5 join, rebalance, decommission 1, kill 2"
+KEEL_JEPSEN_SEED="${KEEL_JEPSEN_SEED:-21}" ci/elastic.sh
+
 step "done"
