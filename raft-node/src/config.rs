@@ -30,6 +30,14 @@
 //! check_ms = 5000                  # how often each broker looks
 //! max_transfers = 2                # hand-overs one broker runs at once
 //!
+//! [moves]                          # partition replicas moving between brokers
+//! throttle_bytes_per_sec = 52428800  # what a broker sends to replicas catching
+//!                                  # up (learners), all partitions together;
+//!                                  # 0: no limit (Kafka's leader.replication.throttled.rate)
+//! auto_rebalance = false           # spread replicas over the brokers without being
+//!                                  # asked (as `keel cluster rebalance` does)
+//! auto_rebalance_check_ms = 30000  # how often the metadata leader looks
+//!
 //! [storage]
 //! segment_bytes = 67108864         # segment roll size; a topic's segment.bytes overrides it
 //! retention_check_ms = 10000       # how often topics' retention.ms/.bytes are applied
@@ -58,6 +66,8 @@ pub struct BrokerConfig {
     pub cluster: Vec<ClusterMember>,
     #[serde(default)]
     pub leadership: LeadershipSection,
+    #[serde(default)]
+    pub moves: MovesSection,
     #[serde(default)]
     pub storage: StorageSection,
     #[serde(default)]
@@ -110,6 +120,21 @@ pub struct LeadershipSection {
     pub max_transfers: usize,
 }
 
+/// Partition replicas moving between brokers (`keel cluster rebalance`,
+/// `decommission`, `reassign`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovesSection {
+    /// Bytes per second this broker sends to learners, so that moves never
+    /// starve produce traffic; 0 for no limit.
+    #[serde(default = "default_throttle_bytes_per_sec")]
+    pub throttle_bytes_per_sec: u64,
+    #[serde(default)]
+    pub auto_rebalance: bool,
+    #[serde(default = "default_auto_rebalance_check_ms")]
+    pub auto_rebalance_check_ms: u64,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
@@ -155,6 +180,16 @@ impl Default for LeadershipSection {
     }
 }
 
+impl Default for MovesSection {
+    fn default() -> Self {
+        MovesSection {
+            throttle_bytes_per_sec: default_throttle_bytes_per_sec(),
+            auto_rebalance: false,
+            auto_rebalance_check_ms: default_auto_rebalance_check_ms(),
+        }
+    }
+}
+
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection { segment_bytes: default_segment_bytes(), retention_check_ms: default_retention_check_ms() }
@@ -190,6 +225,13 @@ fn default_leadership_check_ms() -> u64 {
 }
 fn default_max_transfers() -> usize {
     2
+}
+/// 50 MiB/s: a 1 GiB partition moves in about 20 s.
+fn default_throttle_bytes_per_sec() -> u64 {
+    50 << 20
+}
+fn default_auto_rebalance_check_ms() -> u64 {
+    30_000
 }
 fn default_segment_bytes() -> u64 {
     64 << 20
@@ -253,6 +295,9 @@ impl BrokerConfig {
         let leadership = &self.leadership;
         if leadership.auto_rebalance && (leadership.check_ms == 0 || leadership.max_transfers == 0) {
             return invalid("leadership: check_ms and max_transfers must be positive with auto_rebalance".into());
+        }
+        if self.moves.auto_rebalance && self.moves.auto_rebalance_check_ms == 0 {
+            return invalid("moves: auto_rebalance_check_ms must be positive with auto_rebalance".into());
         }
         let (host, port) = self.advertised();
         if host.is_empty() || port == 0 {

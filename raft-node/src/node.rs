@@ -56,6 +56,12 @@ pub struct NodeConfig {
     pub offsets_partitions: i32,
     /// Hands leadership back to preferred replicas, when set.
     pub leader_balance: Option<LeaderBalance>,
+    /// Bytes per tick this broker sends to learners (replicas being added
+    /// by a move); `None` for no limit.
+    pub move_throttle: Option<u64>,
+    /// Ticks between two looks of the metadata leader for an uneven spread
+    /// of replicas to even out; `None` leaves moves to the operator.
+    pub auto_rebalance_ticks: Option<u64>,
     /// Seeds election jitter; fixed per node so a simulation replays.
     pub seed: u64,
     /// Given to every replica (see `AppliedHook`).

@@ -41,6 +41,7 @@ fn broker_config(id: u8, founders: u8) -> BrokerConfig {
         },
         cluster: (1..=founders).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
         leadership: Default::default(),
+        moves: Default::default(),
         storage: Default::default(),
         // The workload has one consumer group, so one coordinator partition: each is a raft
         // group of three replicas ticking through every run (eight made the sweep a third slower).

@@ -46,6 +46,7 @@ fn broker_config(id: u8) -> BrokerConfig {
         },
         cluster: (1..=BROKERS).map(|j| ClusterMember { id: u64::from(j), raft: address(j, 19092) }).collect(),
         leadership: Default::default(),
+        moves: Default::default(),
         storage: Default::default(),
         groups: Default::default(),
         logging: Default::default(),

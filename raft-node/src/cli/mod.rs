@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use crate::client::{Acks, Client, ClientConfig, Error};
 use crate::config::{
     BrokerConfig, ClusterMember, GroupsSection, KafkaSection, LeadershipSection, LogFormat, LoggingSection,
-    RaftSection, StorageSection,
+    MovesSection, RaftSection, StorageSection,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use stream::{ConsumeArgs, ProduceArgs, Start};
@@ -309,6 +309,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
             },
             cluster: cluster.clone(),
             leadership: LeadershipSection::default(),
+            moves: MovesSection::default(),
             storage: StorageSection::default(),
             groups: GroupsSection::default(),
             logging: LoggingSection { level: "info".into(), format },
