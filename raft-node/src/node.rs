@@ -29,6 +29,7 @@ use crate::planted::{planted, Bug};
 use crate::replica::membership::Step;
 use crate::replica::metadata::MetadataMachine;
 use crate::replica::partition::{Acks, FetchedData, OffsetSpec, PartitionMachine, ProduceResult};
+use crate::replica::throttle::{Throttle, LEARNER_INFLIGHT};
 use crate::replica::{AppliedHook, Outbox, QuorumState, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use crate::replica_id::{broker_of, replica_id};
 use crate::storage::{Disk, LogConfig};
@@ -227,6 +228,8 @@ pub struct Node {
     peers: BTreeMap<u64, SocketAddr>,
     /// Brokers that asked this one to let them in, until they are registered.
     joiners: BTreeMap<u64, SocketAddr>,
+    /// Holds catch-up traffic to learners to `[moves] throttle_bytes_per_sec`.
+    throttle: Option<Throttle>,
     view: watch::Sender<Arc<ClusterView>>,
     requests: mpsc::Receiver<Request>,
     rng: ChaCha8Rng,
@@ -287,7 +290,9 @@ impl Node {
             view: view.subscribe(),
         };
         let peers = config.founders.iter().filter(|(&id, _)| id != config.node_id).map(|(&id, &a)| (id, a)).collect();
+        let throttle = config.move_throttle.map(Throttle::new);
         let mut node = Node {
+            throttle,
             config,
             env,
             transport,
@@ -357,6 +362,7 @@ impl Node {
         if self.ticks % self.config.retention_check_ticks.max(1) == 0 {
             self.enforce_retention(wall_clock_ms());
         }
+        self.pace_moves();
         self.drive_moves();
         self.drive_metadata_membership()?;
         if let Some(balance) = self.config.leader_balance {
@@ -404,6 +410,19 @@ impl Node {
         }
         for group in failed {
             self.fail(group);
+        }
+    }
+
+    /// A tick's worth of allowance for the throttle, which lets go of what
+    /// it holds for groups no longer led here; learners of the groups led
+    /// here keep a small inflight window, so what it holds stays small.
+    fn pace_moves(&mut self) {
+        let Some(throttle) = &mut self.throttle else { return };
+        throttle.tick();
+        let partitions = &self.partitions;
+        throttle.retain(|group| partitions.get(group).is_some_and(|r| r.is_leader()));
+        for replica in self.partitions.values_mut() {
+            replica.pace_learners(LEARNER_INFLIGHT);
         }
     }
 
@@ -713,7 +732,18 @@ impl Node {
         for group in failed {
             self.fail(group);
         }
+        let mut outgoing = self.throttle.as_mut().map(Throttle::release).unwrap_or_default();
         for (group, message) in outbox.messages {
+            let admitted = match &mut self.throttle {
+                Some(throttle) if group != GroupId::Metadata => {
+                    let to_learner = self.partitions.get(&group).is_some_and(|r| r.is_learner(message.to));
+                    throttle.admit(group, message, to_learner)
+                }
+                _ => Some(message),
+            };
+            outgoing.extend(admitted.map(|message| (group, message)));
+        }
+        for (group, message) in outgoing {
             let to = broker_of(message.to);
             self.send(to, PeerMessage::Raft { group, message }.encode());
         }

@@ -30,7 +30,9 @@
 //!   acknowledged record is on every replica of the new configuration,
 //!   which commits without the removed one; a broker added back later is a
 //!   new member (a new generation): a delayed message from its deleted
-//!   replica does not count for the new one;
+//!   replica does not count for the new one; with the move throttle, the
+//!   learner gets no more than the allowance over any stretch while every
+//!   batch produced meanwhile commits at once;
 //! - leadership is handed to another voter (the preferred replica) only
 //!   once it has the whole log, one hand-over at a time.
 
@@ -42,10 +44,12 @@ use log_core::batch::testing::{encode, BatchSpec};
 use log_core::batch::RecordBatch;
 use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
+use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft_node::group_id::GroupId;
 use raft_node::replica::membership::Step;
 use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine, ProduceResult};
+use raft_node::replica::throttle::{Throttle, LEARNER_INFLIGHT};
 use raft_node::replica::{Outbox, RaftSettings, Replica, ReplicaEnv, ReplicaError};
 use raft_node::replica_id::replica_id;
 use raft_node::storage::{FaultyDisk, LogConfig};
@@ -56,6 +60,7 @@ const IDS: [u64; 3] = [1, 2, 3];
 /// A few batches per segment.
 const SEGMENT_BYTES: u64 = 300;
 const PAYLOAD_BYTES: usize = 64;
+const MAX_MESSAGE_BYTES: u64 = 4096;
 const KEEP_ALL: RetentionPolicy = RetentionPolicy { retention_ms: -1, retention_bytes: -1 };
 
 fn env(id: u64, disk: &Arc<FaultyDisk>) -> ReplicaEnv {
@@ -64,7 +69,8 @@ fn env(id: u64, disk: &Arc<FaultyDisk>) -> ReplicaEnv {
         disk: disk.clone(),
         // No entry cache: every entry raft asks for is read back from disk.
         log_config: LogConfig { segment_bytes: SEGMENT_BYTES, cache_bytes: 0, ..LogConfig::default() },
-        settings: RaftSettings::default(),
+        // Small appends, so a learner catching up gets many (see the throttle test).
+        settings: RaftSettings { max_size_per_msg: MAX_MESSAGE_BYTES, ..RaftSettings::default() },
         logger: slog::Logger::root(slog::Discard, slog::o!()),
     }
 }
@@ -90,6 +96,10 @@ struct Cluster {
     produced: i64,
     /// Replicas whose Ready failed, taken out of `replicas` (as the node does).
     failed: BTreeMap<u64, ReplicaError>,
+    /// Routes messages as the node does, when set.
+    throttle: Option<Throttle>,
+    /// Bytes of appends and snapshots delivered to learners, per tick.
+    to_learners: Vec<u64>,
 }
 
 impl Cluster {
@@ -104,6 +114,8 @@ impl Cluster {
             snapshots_delivered: BTreeMap::new(),
             produced: 0,
             failed: BTreeMap::new(),
+            throttle: None,
+            to_learners: vec![0],
         };
         cluster.elect();
         cluster
@@ -136,7 +148,16 @@ impl Cluster {
             if outbox.messages.is_empty() && self.replicas.values().all(|r| !r.has_ready()) {
                 return;
             }
-            for (_, message) in outbox.messages {
+            let mut outgoing = self.throttle.as_mut().map(Throttle::release).unwrap_or_default();
+            for (group, message) in outbox.messages {
+                let to_learner = self.replicas.get(&message.from).is_some_and(|r| r.is_learner(message.to));
+                let admitted = match &mut self.throttle {
+                    Some(throttle) => throttle.admit(group, message, to_learner),
+                    None => Some(message),
+                };
+                outgoing.extend(admitted.map(|m| (group, m)));
+            }
+            for (_, message) in outgoing {
                 let (from, to) = (message.from, message.to);
                 // A failed or stopped replica gets nothing.
                 if self.isolated.contains(&from) || self.isolated.contains(&to) || !self.replicas.contains_key(&to) {
@@ -149,6 +170,10 @@ impl Cluster {
                     }
                     *self.snapshots_delivered.entry(to).or_default() += 1;
                 }
+                let catch_up = matches!(message.get_msg_type(), MessageType::MsgAppend | MessageType::MsgSnapshot);
+                if catch_up && self.replicas.get(&from).is_some_and(|r| r.is_learner(to)) {
+                    *self.to_learners.last_mut().expect("a tick") += u64::from(message.compute_size());
+                }
                 self.replicas.get_mut(&to).expect("known replica").step(message);
             }
         }
@@ -157,6 +182,11 @@ impl Cluster {
 
     fn tick(&mut self, ticks: usize) {
         for _ in 0..ticks {
+            self.to_learners.push(0);
+            if let Some(throttle) = &mut self.throttle {
+                throttle.tick();
+                self.replicas.values_mut().for_each(|r| r.pace_learners(LEARNER_INFLIGHT));
+            }
             self.replicas.values_mut().for_each(|r| r.tick());
             self.settle();
         }
@@ -718,6 +748,33 @@ fn moving_the_leader_hands_leadership_over_before_it_leaves() {
     let (leader, steps) = move_off(Cluster::leader);
     assert!(steps.iter().any(|s| matches!(s, Step::TransferLeader(to) if *to != leader)), "{steps:?}");
     assert_eq!(steps.last(), Some(&Step::LeaveJoint));
+}
+
+#[test]
+fn a_throttled_learner_catches_up_at_the_rate_while_produce_goes_on() {
+    let per_tick = 2_000;
+    let mut c = Cluster::new();
+    c.produce(300);
+    c.add_empty(4);
+    c.throttle = Some(Throttle::new(per_tick));
+    let follower = *IDS.iter().find(|&&id| id != c.leader()).expect("a follower");
+    let target: Vec<u64> = IDS.iter().copied().filter(|&id| id != follower).chain([4]).collect();
+    let start = c.to_learners.len() - 1; // this tick's, on
+                                         // Every batch move_to produces between steps commits at once: the
+                                         // voters' traffic is never held.
+    c.move_to(&target);
+    assert_holds_everything(&c, &target);
+    let ticks = &c.to_learners[start..];
+    let total: u64 = ticks.iter().sum();
+    assert!(total > 300 * PAYLOAD_BYTES as u64, "the learner got the log: {total} bytes");
+    // The allowance holds over every stretch from the start (a message
+    // larger than what is left may overdraw it once).
+    let mut sent = 0;
+    for (k, bytes) in ticks.iter().enumerate() {
+        sent += bytes;
+        let allowed = per_tick * (k as u64 + 1) + MAX_MESSAGE_BYTES + 1024;
+        assert!(sent <= allowed, "{sent} bytes to the learner by tick {k}, allowed {allowed}: {ticks:?}");
+    }
 }
 
 #[test]

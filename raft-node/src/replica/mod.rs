@@ -17,6 +17,7 @@ pub mod jitter;
 pub mod membership;
 pub mod metadata;
 pub mod partition;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -415,6 +416,31 @@ impl<M: Machine> Replica<M> {
             Ok(())
         })?;
         Ok(true)
+    }
+
+    /// Whether raft id `id` is a learner of the group, by the applied configuration.
+    pub fn is_learner(&self, id: u64) -> bool {
+        self.raw.raft.prs().conf().learners().contains(&id)
+    }
+
+    /// On the leader, keeps each learner's inflight window at `learner_cap`
+    /// appends and every voter's at the configured one (a learner just
+    /// promoted gets its full window back).
+    pub fn pace_learners(&mut self, learner_cap: usize) {
+        if !self.is_leader() {
+            return;
+        }
+        let raft = &mut self.raw.raft;
+        let caps: Vec<(u64, usize)> = raft
+            .prs()
+            .iter()
+            .map(|(&id, _)| {
+                (id, if raft.prs().conf().learners().contains(&id) { learner_cap } else { raft.max_inflight })
+            })
+            .collect();
+        for (id, cap) in caps {
+            raft.adjust_max_inflight_msgs(id, cap);
+        }
     }
 
     /// Whether a leadership hand-over is under way.
