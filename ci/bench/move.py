@@ -3,9 +3,10 @@ another broker, and acks=all produce throughput and p99 latency to that
 partition during the move, as ratios against the same producer's numbers
 measured just before it, in the same run.
 
-    python3 ci/bench/move.py KEEL_BIN DATA_DIR [GIB]
+    python3 ci/bench/move.py KEEL_BIN DATA_DIR [GIB [THROTTLE]]
 
-Starts `keel dev --brokers 4`, puts a 1-partition topic on brokers 1, 2, 3,
+Starts `keel dev --brokers 4` (with `--move-throttle THROTTLE` bytes/s when
+given: 0 for no limit, else the default 50 MiB/s), puts a 1-partition topic on brokers 1, 2, 3,
 fills it with GIB (default 1) GiB of 100 KiB records, then runs a paced
 producer of 1 KiB records (1,000/s requested, linger.ms=5) for 20 s as the reference, and
 again while `keel cluster reassign` moves the partition to 2, 3, 4 until the
@@ -104,7 +105,8 @@ def moving(bin):
 def main(argv):
     bin, data = argv[1], argv[2]
     gib = float(argv[3]) if len(argv) > 3 else 1.0
-    dev = subprocess.Popen([bin, "dev", "--brokers", "4", "--port", "29092", "--data-dir", data],
+    throttle = ["--move-throttle", argv[4]] if len(argv) > 4 else []
+    dev = subprocess.Popen([bin, "dev", "--brokers", "4", "--port", "29092", "--data-dir", data, *throttle],
                            stdout=subprocess.DEVNULL, stderr=open(f"{data}.log", "w"))
     try:
         wait_until("4 brokers", lambda: '"id":4' in keel(bin, "cluster", "status", "--json", check=False), timeout=120)

@@ -48,6 +48,10 @@ enum Commands {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// Bytes per second each broker sends to replicas a move adds
+        /// ([moves] throttle_bytes_per_sec; default 50 MiB/s); 0: no limit.
+        #[arg(long)]
+        move_throttle: Option<u64>,
     },
     /// Create, list, describe and delete topics.
     Topic {
@@ -290,7 +294,13 @@ async fn shutdown_signal() {
     ctrl_c.await.unwrap_or(());
 }
 
-fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogFormat) -> Vec<BrokerConfig> {
+fn dev_configs(
+    data_dir: &std::path::Path,
+    brokers: u16,
+    port: u16,
+    format: LogFormat,
+    moves: MovesSection,
+) -> Vec<BrokerConfig> {
     let localhost = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     // Raft traffic 10000 ports above Kafka's, like 9092 -> 19092.
     let cluster: Vec<ClusterMember> =
@@ -309,7 +319,7 @@ fn dev_configs(data_dir: &std::path::Path, brokers: u16, port: u16, format: LogF
             },
             cluster: cluster.clone(),
             leadership: LeadershipSection::default(),
-            moves: MovesSection::default(),
+            moves: moves.clone(),
             storage: StorageSection::default(),
             groups: GroupsSection::default(),
             logging: LoggingSection { level: "info".into(), format },
@@ -324,7 +334,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let logger = crate::logging::logger(&config.logging.level, config.logging.format)?;
             crate::broker::run(config, logger, shutdown_signal()).await.map_err(|e| e.to_string())
         }
-        Commands::Dev { data_dir, brokers, port, json } => {
+        Commands::Dev { data_dir, brokers, port, json, move_throttle } => {
             if brokers == 0 || port.checked_add(brokers + 10000).is_none() {
                 return Err(format!("cannot place {brokers} brokers from port {port}"));
             }
@@ -332,7 +342,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             let logger = crate::logging::logger("info", format)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let mut brokers_running = tokio::task::JoinSet::new();
-            for config in dev_configs(&data_dir, brokers, port, format) {
+            let defaults = MovesSection::default();
+            let moves = MovesSection {
+                throttle_bytes_per_sec: move_throttle.unwrap_or(defaults.throttle_bytes_per_sec),
+                ..defaults
+            };
+            for config in dev_configs(&data_dir, brokers, port, format, moves) {
                 config.validate().map_err(|e| e.to_string())?;
                 let mut stopped = stopped.clone();
                 let shutdown = async move {
