@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use madsim::runtime::{Handle, NodeHandle};
 use raft_node::broker::Instruments;
-use raft_node::config::{BrokerConfig, ClusterMember, GroupsSection, KafkaSection, RaftSection};
+use raft_node::config::{BrokerConfig, ClusterMember, GroupsSection, KafkaSection, MovesSection, RaftSection};
 use raft_node::node::ClockRate;
 use raft_node::storage::FaultyDisk;
 use raft_node::transport::TransportConfig;
@@ -41,7 +41,9 @@ fn broker_config(id: u8, founders: u8) -> BrokerConfig {
         },
         cluster: (1..=founders).map(|j| ClusterMember { id: u64::from(j), raft: address(j, RAFT_PORT) }).collect(),
         leadership: Default::default(),
-        moves: Default::default(),
+        // Low enough that the catch-up of the replicas a move adds is held
+        // back (a simulated log is small): the throttle's path runs under faults.
+        moves: MovesSection { throttle_bytes_per_sec: 64 << 10, ..Default::default() },
         storage: Default::default(),
         // The workload has one consumer group, so one coordinator partition: each is a raft
         // group of three replicas ticking through every run (eight made the sweep a third slower).
