@@ -803,10 +803,10 @@ impl Node {
                 let group = GroupId::Partition { topic: topic.id(), partition: index as i32 };
                 let open = self.partitions.contains_key(&group) || self.failed.contains_key(&group);
                 if assignment.replicas().iter().any(|&b| b as u64 == me) && !open {
-                    // Empty voters once the group may have moved: the replica
-                    // joins as a learner and learns its configuration.
+                    // No voters for a replica a move added: it joins as a
+                    // learner and learns its configuration.
                     let voters: Vec<u64> = assignment
-                        .bootstrap_voters()
+                        .bootstrap_voters(me as i32)
                         .unwrap_or_default()
                         .iter()
                         .map(|&b| replica_id(b as u64, 0))

@@ -97,6 +97,9 @@ impl PartitionAssignment {
         let adding = target.iter().copied().filter(|b| !current.contains(b)).collect();
         let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
         self.replicas = target.iter().chain(&removing).copied().collect();
+        if self.moves == 0 {
+            self.created_with = current.to_vec();
+        }
         self.moves += 1;
         for &broker in &adding {
             self.generations.insert(broker, self.moves);
@@ -111,8 +114,13 @@ impl PartitionAssignment {
         if !distinct || self.leaving.iter().any(|b| self.replicas.contains(b)) {
             return Err("a leaving broker is repeated or still a replica");
         }
-        if self.moves == 0 && (self.reassignment.is_some() || !self.leaving.is_empty()) {
+        if self.moves == 0 && (self.reassignment.is_some() || !self.leaving.is_empty() || !self.created_with.is_empty())
+        {
             return Err("a partition with moves counts none");
+        }
+        let creation_replicas = self.replicas.iter().filter(|&&b| self.generation(b) == 0);
+        if !self.created_with.is_empty() && !creation_replicas.clone().all(|b| self.created_with.contains(b)) {
+            return Err("a replica of the creation is not among the replicas it was created with");
         }
         if self.generations.iter().any(|(b, &g)| !self.replicas.contains(b) || g == 0 || g > self.moves) {
             return Err("a replica generation is of no replica or of no move");
@@ -144,7 +152,8 @@ mod tests {
         let mut p = moving(&[1, 2, 3], &[4, 1, 2]);
         assert_eq!(p.replicas(), [4, 1, 2, 3]);
         assert_eq!(p.reassignment(), Some(&Reassignment { target: vec![4, 1, 2], adding: vec![4], removing: vec![3] }));
-        assert_eq!(p.bootstrap_voters(), None, "new replicas join as learners");
+        assert_eq!(p.bootstrap_voters(4), None, "new replicas join as learners");
+        assert_eq!(p.bootstrap_voters(1), Some(&[1, 2, 3][..]), "the creation's, as when it was created");
         assert_eq!((p.generation(4), p.generation(1)), (1, 0));
         assert_eq!(p.start_reassignment(vec![1, 2, 5]), Err(MetadataError::ReassignmentInProgress));
         assert_eq!(p.complete_reassignment(&[1, 2, 4]), Err(MetadataError::NoReassignmentInProgress));
@@ -159,6 +168,8 @@ mod tests {
         p.start_reassignment(vec![3, 1, 2]).unwrap();
         assert_eq!(p.check_reassignment(), Ok(()));
         assert_eq!(p.generation(3), 2, "broker 3's new replica is a new member of the group");
+        assert_eq!(p.bootstrap_voters(3), None, "and a learner");
+        assert_eq!(p.bootstrap_voters(2), Some(&[1, 2, 3][..]));
     }
 
     #[test]
@@ -181,7 +192,8 @@ mod tests {
         let mut p = PartitionAssignment::new(vec![1, 2, 3]);
         p.start_reassignment(vec![3, 1, 2]).unwrap();
         assert_eq!((p.replicas(), p.reassignment()), (&[3, 1, 2][..], None));
-        assert_eq!(p.bootstrap_voters(), Some(&[3, 1, 2][..]), "the raft configuration is unchanged");
+        assert_eq!(p.bootstrap_voters(1), Some(&[3, 1, 2][..]), "the raft configuration is unchanged");
+        assert_eq!(p.bootstrap_voters(4), None, "not a replica");
     }
 
     #[test]

@@ -59,6 +59,8 @@ struct PartitionState {
     #[serde(default)]
     moves: u32,
     #[serde(default)]
+    created_with: Vec<BrokerId>,
+    #[serde(default)]
     generations: BTreeMap<BrokerId, u32>,
     #[serde(default)]
     leaving: Vec<BrokerId>,
@@ -73,6 +75,7 @@ impl From<TopicState> for Topic {
                 replicas: p.replicas,
                 reassignment: p.reassignment,
                 moves: p.moves,
+                created_with: p.created_with,
                 generations: p.generations,
                 leaving: p.leaving,
             })

@@ -43,11 +43,15 @@ pub struct PartitionAssignment {
     pub(super) replicas: Vec<BrokerId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) reassignment: Option<Reassignment>,
-    /// Moves started so far. Once one has, the group's raft configuration
-    /// may differ from the replicas it was created with, so a fresh replica
-    /// joins as a learner instead of bootstrapping a configuration of its own.
+    /// Moves started so far.
     #[serde(skip_serializing_if = "is_zero")]
     pub(super) moves: u32,
+    /// The replicas the partition had when its first move started: its raft
+    /// group's first voters, as every replica it was created with
+    /// bootstrapped them (empty before the first move, and in states
+    /// written before this was kept).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) created_with: Vec<BrokerId>,
     /// The move that added each broker's replica (absent: 0, the creation).
     /// A broker's raft id in the group is its id with this generation, so the
     /// group never takes a replica added again for the one it had before
@@ -67,6 +71,7 @@ impl PartitionAssignment {
             replicas,
             reassignment: None,
             moves: 0,
+            created_with: Vec::new(),
             generations: BTreeMap::new(),
             leaving: Vec::new(),
         }
@@ -90,12 +95,17 @@ impl PartitionAssignment {
         &self.leaving
     }
 
-    /// The raft voters a replica opened on an empty log bootstraps with:
-    /// the replicas, while the group still has the configuration it was
-    /// created with. Once a move has started, none: the replica joins as an
-    /// empty learner and learns the configuration from the leader's snapshot.
-    pub fn bootstrap_voters(&self) -> Option<&[BrokerId]> {
-        (self.moves == 0).then_some(&self.replicas[..])
+    /// The raft voters `broker`'s replica bootstraps an empty log with.
+    /// A replica the partition was created with: the creation replicas,
+    /// also when it first opens after a move started (a broker that was
+    /// down, or applied the creation and a move in one go); it then catches
+    /// up as one down since the creation would. A replica a move added:
+    /// none, it joins as an empty learner and learns the configuration from
+    /// the leader's snapshot; so does a creation replica in a state that
+    /// predates `created_with`.
+    pub fn bootstrap_voters(&self, broker: BrokerId) -> Option<&[BrokerId]> {
+        let voters = if self.moves == 0 { &self.replicas } else { &self.created_with };
+        Some(&voters[..]).filter(|v| self.generation(broker) == 0 && v.contains(&broker))
     }
 
     /// The generation of `broker`'s replica: the move that added it (0 for

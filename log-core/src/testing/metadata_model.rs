@@ -226,6 +226,8 @@ struct ModelTopic {
     moves: Vec<Option<ModelMove>>,
     /// Moves started on each partition.
     move_counts: Vec<u32>,
+    /// Each partition's replicas when its first move started.
+    created_with: Vec<Vec<BrokerId>>,
     /// The move that added each broker of each partition (absent: 0).
     generations: Vec<BTreeMap<BrokerId, u32>>,
     /// Brokers removed by completed moves, not yet reported deleted.
@@ -245,6 +247,9 @@ impl ModelTopic {
         let current = self.assignment[p].clone();
         let adding: Vec<BrokerId> = target.iter().copied().filter(|b| !current.contains(b)).collect();
         let removing: Vec<BrokerId> = current.iter().copied().filter(|b| !target.contains(b)).collect();
+        if self.move_counts[p] == 0 {
+            self.created_with[p] = current.clone();
+        }
         self.assignment[p] = target.iter().chain(&removing).copied().collect();
         self.move_counts[p] += 1;
         for b in &adding {
@@ -352,6 +357,7 @@ impl Model {
                     assignment: Vec::new(),
                     moves: vec![None; *partitions as usize],
                     move_counts: vec![0; *partitions as usize],
+                    created_with: vec![Vec::new(); *partitions as usize],
                     generations: vec![BTreeMap::new(); *partitions as usize],
                     leaving: vec![Vec::new(); *partitions as usize],
                 });
@@ -499,11 +505,13 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
         for (p, partition) in topic.partitions().iter().enumerate() {
             let moving = partition.reassignment().map(|r| (r.target.clone(), r.adding.clone(), r.removing.clone()));
             assert_eq!(moving, t.moves[p], "partition {p} of {}", t.name);
-            let bootstrap = (t.move_counts[p] == 0).then_some(&t.assignment[p][..]);
+            let created_with = if t.move_counts[p] == 0 { &t.assignment[p] } else { &t.created_with[p] };
             for b in -1..8 {
-                assert_eq!(partition.generation(b), t.generations[p].get(&b).copied().unwrap_or(0));
+                let generation = t.generations[p].get(&b).copied().unwrap_or(0);
+                assert_eq!(partition.generation(b), generation);
+                let bootstrap = (generation == 0 && created_with.contains(&b)).then_some(&created_with[..]);
+                assert_eq!(partition.bootstrap_voters(b), bootstrap, "broker {b}");
             }
-            assert_eq!(partition.bootstrap_voters(), bootstrap);
             assert_eq!(partition.leaving(), t.leaving[p]);
         }
         let listed: Vec<(String, i32)> =
