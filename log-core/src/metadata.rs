@@ -15,6 +15,7 @@ mod producer_ids;
 mod quorum;
 mod reassign;
 mod snapshot;
+mod throttle;
 mod topic;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,7 @@ pub use error::MetadataError;
 pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 pub use quorum::{MetadataMembers, MAX_METADATA_VOTERS};
 pub use reassign::Reassignment;
+pub use throttle::{MoveThrottles, LEADER_THROTTLED_RATE};
 pub use topic::{
     validate_topic_name, Broker, BrokerId, PartitionAssignment, Topic, TopicId, MAX_TOPIC_NAME_LEN, METADATA_TOPIC,
     OFFSETS_TOPIC,
@@ -50,6 +52,8 @@ pub struct ClusterMetadata {
     /// Brokers unregistered: they left for good, and their ids stay unused
     /// (a removed broker still running must not register itself back).
     removed: BTreeSet<BrokerId>,
+    /// Move throttles set at run time.
+    throttles: MoveThrottles,
     /// Derived from `topics` (not serialized): lookups by id, as Fetch v13+ does.
     names_by_id: BTreeMap<TopicId, String>,
 }
@@ -80,6 +84,13 @@ impl ClusterMetadata {
             Command::ReplicaDeleted { topic, partition, broker } => {
                 self.partition_mut(&topic, partition)?.replica_deleted(broker)?;
                 Outcome::ReplicaDeleted { topic, partition, broker }
+            }
+            Command::SetMoveThrottle { broker, bytes_per_sec } => {
+                if let Some(b) = broker.filter(|b| !self.brokers.contains_key(b)) {
+                    return Err(MetadataError::UnknownBroker(b));
+                }
+                self.throttles.set(broker, bytes_per_sec);
+                Outcome::MoveThrottleSet { broker, bytes_per_sec }
             }
         };
         self.epoch += 1;
@@ -113,6 +124,7 @@ impl ClusterMetadata {
         }
         self.brokers.remove(&id);
         self.producer_id_blocks.remove(&id);
+        self.throttles.set(Some(id), None);
         self.removed.insert(id);
         Ok(Outcome::BrokerUnregistered { id })
     }
@@ -247,6 +259,11 @@ impl ClusterMetadata {
     }
 
     /// The number of commands accepted so far.
+    /// Move throttles set at run time.
+    pub fn move_throttles(&self) -> &MoveThrottles {
+        &self.throttles
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

@@ -68,6 +68,12 @@ pub enum Command {
         partition: i32,
         broker: BrokerId,
     },
+    /// Sets (`Some`, bytes per second, 0 for no limit) or clears the move
+    /// throttle of a registered broker, or with no broker every broker's default.
+    SetMoveThrottle {
+        broker: Option<BrokerId>,
+        bytes_per_sec: Option<u64>,
+    },
 }
 
 /// Bytes that are not an encoded command or state.
@@ -125,5 +131,9 @@ pub enum Outcome {
         topic: String,
         partition: i32,
         broker: BrokerId,
+    },
+    MoveThrottleSet {
+        broker: Option<BrokerId>,
+        bytes_per_sec: Option<u64>,
     },
 }

@@ -10,6 +10,7 @@ use super::command::DecodeError;
 use super::config::TopicConfig;
 use super::producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 use super::reassign::Reassignment;
+use super::throttle::MoveThrottles;
 use super::topic::{self, Broker, BrokerId, PartitionAssignment, Topic, TopicId};
 use super::{ClusterMetadata, MAX_PARTITIONS};
 
@@ -24,6 +25,8 @@ struct StateRef<'a> {
     /// Left out while empty: a state without removals encodes as before.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     removed: &'a BTreeSet<BrokerId>,
+    #[serde(skip_serializing_if = "MoveThrottles::is_empty")]
+    throttles: &'a MoveThrottles,
 }
 
 /// The same fields read back, unchecked: topics and assignments exist only
@@ -41,6 +44,9 @@ struct State {
     /// Absent from states written before brokers could leave.
     #[serde(default)]
     removed: BTreeSet<BrokerId>,
+    /// Absent from states written before throttles could be set, and when none is.
+    #[serde(default)]
+    throttles: MoveThrottles,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +99,7 @@ impl Serialize for ClusterMetadata {
             next_producer_id: self.next_producer_id,
             producer_id_blocks: &self.producer_id_blocks,
             removed: &self.removed,
+            throttles: &self.throttles,
         }
         .serialize(serializer)
     }
@@ -100,12 +107,20 @@ impl Serialize for ClusterMetadata {
 
 impl<'de> Deserialize<'de> for ClusterMetadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed } =
+        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed, throttles } =
             State::deserialize(deserializer)?;
         let topics: BTreeMap<String, Topic> = topics.into_iter().map(|(name, t)| (name, t.into())).collect();
         let names_by_id = topics.iter().map(|(name, t)| (t.id, name.clone())).collect();
-        let state =
-            ClusterMetadata { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed, names_by_id };
+        let state = ClusterMetadata {
+            epoch,
+            brokers,
+            topics,
+            next_producer_id,
+            producer_id_blocks,
+            removed,
+            throttles,
+            names_by_id,
+        };
         state.check().map_err(serde::de::Error::custom)?;
         Ok(state)
     }
@@ -129,6 +144,9 @@ impl ClusterMetadata {
             if self.removed.contains(id) {
                 return Err(format!("broker {id} is both registered and removed"));
             }
+        }
+        if let Some(b) = self.throttles.brokers.keys().find(|b| !self.brokers.contains_key(b)) {
+            return Err(format!("a move throttle for unregistered broker {b}"));
         }
         let unified: BTreeSet<Vec<u8>> = self.topics.keys().map(|name| topic::unified(name)).collect();
         if unified.len() != self.topics.len() {

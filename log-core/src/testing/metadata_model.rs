@@ -116,6 +116,11 @@ pub enum Op {
         partition: i32,
         broker: Broker8,
     },
+    /// Sets or clears a broker's move throttle (`None`: the default's).
+    Throttle {
+        broker: Option<Broker8>,
+        bytes_per_sec: Option<Rate>,
+    },
     /// Completes the move in progress when `current` (the model supplies its
     /// target), else reports `other`.
     Complete {
@@ -130,6 +135,10 @@ pub enum Op {
 /// The port of a raft address; 0 stands for one that is not host:port.
 #[derive(Clone, Copy, Debug, TypeGenerator)]
 pub struct RaftPort(#[generator(0..4u8)] pub u8);
+
+/// A throttle in bytes per second, 0..4.
+#[derive(Clone, Copy, Debug, TypeGenerator)]
+pub struct Rate(#[generator(0..4u64)] pub u64);
 
 /// A broker id in -1..8.
 #[derive(Clone, Copy, Debug, TypeGenerator)]
@@ -201,6 +210,9 @@ pub fn command(op: &Op) -> Command {
         }
         Op::Delete(n) => Command::DeleteTopic { name: name(n) },
         Op::AllocateProducerIds { broker, token } => Command::AllocateProducerIds { broker: *broker, token: *token },
+        Op::Throttle { broker, bytes_per_sec } => {
+            Command::SetMoveThrottle { broker: broker.map(|b| b.0), bytes_per_sec: bytes_per_sec.map(|r| r.0) }
+        }
     }
 }
 
@@ -269,6 +281,8 @@ struct Model {
     producer_id_blocks: Vec<(BrokerId, i64, u64)>,
     /// Brokers unregistered, in order.
     removed: Vec<BrokerId>,
+    /// Move throttles set: (broker, bytes per second), broker `None` the default.
+    throttles: Vec<(Option<BrokerId>, u64)>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -320,6 +334,7 @@ impl Model {
                 }
                 self.brokers.retain(|b| b.id != *id);
                 self.topics.iter_mut().flat_map(|t| t.leaving.iter_mut()).for_each(|l| l.retain(|b| b != id));
+                self.throttles.retain(|(b, _)| *b != Some(*id));
                 self.removed.push(*id);
             }
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
@@ -434,6 +449,13 @@ impl Model {
                 let at = t.leaving[p].iter().position(|b| b == broker).ok_or(ErrorCode::UnknownServerError)?;
                 t.leaving[p].remove(at);
             }
+            Command::SetMoveThrottle { broker, bytes_per_sec } => {
+                if broker.is_some_and(|id| !self.brokers.iter().any(|b| b.id == id)) {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                self.throttles.retain(|(b, _)| b != broker);
+                self.throttles.extend(bytes_per_sec.map(|rate| (*broker, rate)));
+            }
         }
         self.epoch += 1;
         Ok(())
@@ -544,6 +566,10 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     for id in [-1, 0, allocated - 1, allocated] {
         assert_eq!(machine.is_allocated_producer_id(id), (0..allocated).contains(&id), "producer id {id}");
     }
+    let set = |broker: Option<BrokerId>| model.throttles.iter().find(|(b, _)| *b == broker).map(|(_, rate)| *rate);
+    for broker in -1..8 {
+        assert_eq!(machine.move_throttles().of(broker), set(Some(broker)).or(set(None)), "broker {broker}'s throttle");
+    }
 }
 
 /// A new block shares no id with any block handed out before, to any broker.
@@ -628,6 +654,12 @@ pub fn run(ops: &[Op], restore_at: usize) {
             ) => {
                 assert_eq!((&topic, partition), (t, *p));
                 assert!(removed.iter().all(|b| !target.contains(b)));
+            }
+            (
+                Ok(Outcome::MoveThrottleSet { broker, bytes_per_sec }),
+                Command::SetMoveThrottle { broker: b, bytes_per_sec: r },
+            ) => {
+                assert_eq!((broker, bytes_per_sec), (*b, *r));
             }
             (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
         }
