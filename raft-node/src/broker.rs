@@ -109,8 +109,7 @@ pub async fn run_on_with(
             check_ticks: (config.leadership.check_ms / config.raft.tick_ms).max(1),
             max_transfers: config.leadership.max_transfers,
         }),
-        move_throttle: (config.moves.throttle_bytes_per_sec > 0)
-            .then(|| (config.moves.throttle_bytes_per_sec * config.raft.tick_ms / 1000).max(1)),
+        move_throttle: config.moves.throttle_bytes_per_sec,
         auto_rebalance_ticks: config
             .moves
             .auto_rebalance

@@ -57,9 +57,9 @@ pub struct NodeConfig {
     pub offsets_partitions: i32,
     /// Hands leadership back to preferred replicas, when set.
     pub leader_balance: Option<LeaderBalance>,
-    /// Bytes per tick this broker sends to learners (replicas being added
-    /// by a move); `None` for no limit.
-    pub move_throttle: Option<u64>,
+    /// Bytes per second this broker sends to learners (replicas being
+    /// added by a move), 0 for no limit, unless the metadata sets another.
+    pub move_throttle: u64,
     /// Ticks between two looks of the metadata leader for an uneven spread
     /// of replicas to even out; `None` leaves moves to the operator.
     pub auto_rebalance_ticks: Option<u64>,
@@ -228,8 +228,8 @@ pub struct Node {
     peers: BTreeMap<u64, SocketAddr>,
     /// Brokers that asked this one to let them in, until they are registered.
     joiners: BTreeMap<u64, SocketAddr>,
-    /// Holds catch-up traffic to learners to `[moves] throttle_bytes_per_sec`.
-    throttle: Option<Throttle>,
+    /// Holds catch-up traffic to learners to the move throttle.
+    throttle: Throttle,
     view: watch::Sender<Arc<ClusterView>>,
     requests: mpsc::Receiver<Request>,
     rng: ChaCha8Rng,
@@ -290,9 +290,8 @@ impl Node {
             view: view.subscribe(),
         };
         let peers = config.founders.iter().filter(|(&id, _)| id != config.node_id).map(|(&id, &a)| (id, a)).collect();
-        let throttle = config.move_throttle.map(Throttle::new);
         let mut node = Node {
-            throttle,
+            throttle: Throttle::default(),
             config,
             env,
             transport,
@@ -413,16 +412,27 @@ impl Node {
         }
     }
 
-    /// A tick's worth of allowance for the throttle, which lets go of what
-    /// it holds for groups no longer led here; learners of the groups led
-    /// here keep a small inflight window, so what it holds stays small.
+    /// A tick's worth of allowance for the move throttle, at the rate the
+    /// metadata sets for this broker, else its configured one; the throttle
+    /// lets go of what it holds for groups no longer led here. While it
+    /// limits, learners of the groups led here keep a small inflight
+    /// window, so what it holds stays small.
     fn pace_moves(&mut self) {
-        let Some(throttle) = &mut self.throttle else { return };
-        throttle.tick();
+        let set = self.metadata.machine.state().move_throttles().of(self.config.node_id as i32);
+        let bytes_per_sec = set.unwrap_or(self.config.move_throttle);
+        let tick_ms = self.config.tick.as_millis().max(1) as u64;
+        let per_tick = (bytes_per_sec > 0).then(|| bytes_per_sec.saturating_mul(tick_ms) / 1000);
+        if per_tick != self.throttle.limit() {
+            slog::info!(self.logger, "move throttle"; "bytes_per_sec" => bytes_per_sec,
+                "from" => if set.is_some() { "the cluster's dynamic config" } else { "[moves] throttle_bytes_per_sec" });
+            self.throttle.set_limit(per_tick);
+        }
+        self.throttle.tick();
         let partitions = &self.partitions;
-        throttle.retain(|group| partitions.get(group).is_some_and(|r| r.is_leader()));
+        self.throttle.retain(|group| partitions.get(group).is_some_and(|r| r.is_leader()));
+        let cap = if per_tick.is_some() { LEARNER_INFLIGHT } else { self.config.raft.max_inflight_msgs };
         for replica in self.partitions.values_mut() {
-            replica.pace_learners(LEARNER_INFLIGHT);
+            replica.pace_learners(cap);
         }
     }
 
@@ -732,14 +742,14 @@ impl Node {
         for group in failed {
             self.fail(group);
         }
-        let mut outgoing = self.throttle.as_mut().map(Throttle::release).unwrap_or_default();
+        let mut outgoing = self.throttle.release();
         for (group, message) in outbox.messages {
-            let admitted = match &mut self.throttle {
-                Some(throttle) if group != GroupId::Metadata => {
+            let admitted = match group {
+                GroupId::Metadata => Some(message),
+                _ => {
                     let to_learner = self.partitions.get(&group).is_some_and(|r| r.is_learner(message.to));
-                    throttle.admit(group, message, to_learner)
+                    self.throttle.admit(group, message, to_learner)
                 }
-                _ => Some(message),
             };
             outgoing.extend(admitted.map(|message| (group, message)));
         }

@@ -756,7 +756,7 @@ fn a_throttled_learner_catches_up_at_the_rate_while_produce_goes_on() {
     let mut c = Cluster::new();
     c.produce(300);
     c.add_empty(4);
-    c.throttle = Some(Throttle::new(per_tick));
+    c.throttle = Some(Throttle::new(Some(per_tick)));
     let follower = *IDS.iter().find(|&&id| id != c.leader()).expect("a follower");
     let target: Vec<u64> = IDS.iter().copied().filter(|&id| id != follower).chain([4]).collect();
     let start = c.to_learners.len() - 1; // this tick's, on

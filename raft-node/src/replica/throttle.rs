@@ -23,9 +23,10 @@ use crate::group_id::GroupId;
 /// holding them costs little memory.
 pub const LEARNER_INFLIGHT: usize = 8;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Throttle {
-    per_tick: u64,
+    /// `None`: no limit (what is still held leaves at once).
+    per_tick: Option<u64>,
     /// What may still leave this tick. A message larger than what is left
     /// leaves anyway and the debt is paid from later ticks, so the rate
     /// holds on average and no message is held forever.
@@ -36,16 +37,32 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// A limit of `per_tick` bytes per tick (at least 1).
-    pub fn new(per_tick: u64) -> Self {
-        let per_tick = per_tick.max(1);
-        Throttle { per_tick, allowance: per_tick as i64, held: BTreeMap::new(), held_bytes: 0 }
+    /// A limit of `per_tick` bytes per tick (at least 1), or none; nothing
+    /// is allowed before the first tick.
+    pub fn new(per_tick: Option<u64>) -> Self {
+        let mut throttle = Throttle::default();
+        throttle.set_limit(per_tick);
+        throttle
+    }
+
+    /// Changes the limit (an operator set another rate); takes effect from
+    /// the next tick.
+    pub fn set_limit(&mut self, per_tick: Option<u64>) {
+        self.per_tick = per_tick.map(|n| n.max(1));
+        if let Some(n) = self.per_tick {
+            self.allowance = self.allowance.min(n as i64);
+        }
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        self.per_tick
     }
 
     /// A tick's worth more allowance; none saved up beyond one tick, so a
     /// quiet stretch is not followed by a burst.
     pub fn tick(&mut self) {
-        self.allowance = (self.allowance + self.per_tick as i64).min(self.per_tick as i64);
+        let per_tick = self.per_tick.map_or(i64::MAX, |n| n as i64);
+        self.allowance = self.allowance.saturating_add(per_tick).min(per_tick);
     }
 
     /// `message` of `group`, if it may leave now; `None` if it is held.
@@ -136,7 +153,7 @@ mod tests {
 
     #[test]
     fn voters_pass_while_a_learner_waits() {
-        let mut throttle = Throttle::new(1_000);
+        let mut throttle = Throttle::new(Some(1_000));
         throttle.tick();
         assert!(throttle.admit(GROUP, append(3, 1, 2_000), true).is_some(), "the allowance is spent");
         assert!(throttle.admit(GROUP, append(3, 2, 2_000), true).is_none(), "held");
@@ -155,7 +172,7 @@ mod tests {
     #[test]
     fn a_learner_offered_more_than_the_rate_gets_the_rate() {
         let per_tick = 10_000;
-        let mut throttle = Throttle::new(per_tick);
+        let mut throttle = Throttle::new(Some(per_tick));
         let (mut offered, mut delivered) = (0, Vec::new());
         let mut next = 1;
         let ticks = 100;
@@ -180,7 +197,8 @@ mod tests {
 
     #[test]
     fn destinations_take_turns_and_heartbeats_are_never_held() {
-        let mut throttle = Throttle::new(200);
+        let mut throttle = Throttle::new(Some(200));
+        throttle.tick();
         assert!(throttle.admit(GROUP, append(2, 1, 1_000), true).is_some(), "the allowance is spent");
         for i in 2..=4 {
             assert!(throttle.admit(GROUP, append(2, i, 100), true).is_none());
@@ -198,9 +216,29 @@ mod tests {
     }
 
     #[test]
+    fn a_new_limit_applies_from_the_next_tick() {
+        let mut throttle = Throttle::new(Some(100));
+        throttle.tick();
+        for i in 1..=5 {
+            throttle.admit(GROUP, append(2, i, 100), true);
+        }
+        assert_eq!(throttle.release().len(), 0, "the first append spent the allowance");
+        throttle.set_limit(None);
+        assert_eq!(throttle.limit(), None);
+        throttle.tick();
+        let released: Vec<u64> = throttle.release().iter().map(|(_, m)| index(m)).collect();
+        assert_eq!(released, vec![2, 3, 4, 5], "no limit: everything held leaves, in order");
+        assert!(throttle.admit(GROUP, append(2, 6, 100_000), true).is_some());
+        throttle.set_limit(Some(100));
+        assert!(throttle.admit(GROUP, append(2, 7, 1_000), true).is_some(), "a tick's allowance at most");
+        assert!(throttle.admit(GROUP, append(2, 8, 10), true).is_none(), "limited again");
+    }
+
+    #[test]
     fn a_group_no_longer_led_drops_what_it_held() {
         let other = GroupId::Partition { topic: [7; 16], partition: 0 };
-        let mut throttle = Throttle::new(200);
+        let mut throttle = Throttle::new(Some(200));
+        throttle.tick();
         assert!(throttle.admit(GROUP, append(2, 1, 1_000), true).is_some());
         throttle.admit(GROUP, append(2, 2, 100), true);
         throttle.admit(other, append(2, 1, 100), true);
