@@ -183,6 +183,9 @@ pub struct NodeHandle {
     pub founders: usize,
     /// Partitions of `__consumer_offsets` when this broker creates it.
     pub offsets_partitions: i32,
+    /// `[moves] throttle_bytes_per_sec`, what DescribeConfigs shows unless
+    /// the metadata sets another.
+    pub move_throttle: u64,
     requests: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<ClusterView>>,
 }
@@ -286,6 +289,7 @@ impl Node {
             node_id: config.node_id,
             founders: config.founders.len(),
             offsets_partitions: config.offsets_partitions,
+            move_throttle: config.move_throttle,
             requests: requests_tx,
             view: view.subscribe(),
         };

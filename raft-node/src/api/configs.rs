@@ -1,5 +1,6 @@
 //! DescribeConfigs: every topic config Keel supports, with its value and
-//! where the value comes from; brokers have no describable configs yet.
+//! where the value comes from; for brokers, the move throttle
+//! (`broker_configs`).
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{
@@ -15,8 +16,8 @@ use log_core::ErrorCode;
 use super::{str_bytes, KafkaApi};
 
 /// Kafka's ConfigResource.Type.
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
 
 /// Kafka's ConfigSource.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
@@ -24,7 +25,7 @@ const SOURCE_DEFAULT: i8 = 5;
 
 /// Kafka's ConfigType (DescribeConfigs v3+).
 const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
+pub(super) const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
 /// One supported topic config: key, type, default and a line of documentation.
@@ -86,7 +87,12 @@ impl KafkaApi {
                             Some(str_bytes(&format!("topic {} does not exist", &*resource.resource_name))),
                         ),
                     },
-                    RESOURCE_BROKER => result,
+                    RESOURCE_BROKER => match self.broker_configs(&resource.resource_name) {
+                        Ok(configs) => result.with_configs(configs),
+                        Err((code, message)) => {
+                            result.with_error_code(code.code()).with_error_message(Some(str_bytes(&message)))
+                        }
+                    },
                     other => result
                         .with_error_code(ErrorCode::InvalidRequest.code())
                         .with_error_message(Some(str_bytes(&format!("resource type {other} is not supported")))),

@@ -44,6 +44,9 @@ impl Handler for KafkaApi {
                 RequestKind::ListPartitionReassignments(r) => {
                     ResponseKind::ListPartitionReassignments(api.list_partition_reassignments(&r))
                 }
+                RequestKind::IncrementalAlterConfigs(r) => {
+                    ResponseKind::IncrementalAlterConfigs(api.incremental_alter_configs(&r).await)
+                }
                 RequestKind::UnregisterBroker(r) => ResponseKind::UnregisterBroker(api.unregister_broker(&r).await),
                 // The wire layer admits only the APIs of its versions table;
                 // anything else reaching here is closed, as Kafka does.

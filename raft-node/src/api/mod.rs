@@ -3,6 +3,7 @@
 //! node requests (produce, fetch, list offsets, metadata commands, producer
 //! ids).
 
+mod broker_configs;
 mod brokers;
 mod configs;
 mod dispatch;

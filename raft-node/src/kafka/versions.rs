@@ -6,9 +6,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest,
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest, UnregisterBrokerRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    UnregisterBrokerRequest,
 };
 
 use super::bounded_decode::{decode_bounded, DecodeError};
@@ -86,6 +87,8 @@ pub static SUPPORTED: &[SupportedApi] = &[
     // Moving partition replicas (KIP-455), through the metadata group.
     api!(AlterPartitionReassignments, AlterPartitionReassignmentsRequest, 0..=1),
     api!(ListPartitionReassignments, ListPartitionReassignmentsRequest, 0..=0),
+    // The move throttle, set at run time (leader.replication.throttled.rate).
+    api!(IncrementalAlterConfigs, IncrementalAlterConfigsRequest, 0..=1),
     // Taking a broker out of the cluster once its replicas have moved off.
     api!(UnregisterBroker, UnregisterBrokerRequest, 0..=0),
 ];
