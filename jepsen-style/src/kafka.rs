@@ -276,8 +276,7 @@ fn invoke_send(recorder: &Recorder, process: Process, tp: &TopicPartition, value
     (op, ProducerRecord { key: None, value: Some(Bytes::from(value)), timestamp })
 }
 
-/// Reads `tp` once from `*position` and advances it past what was read. A fetch changes nothing on the
-/// broker, so any error or timeout is a failed poll (the client is replaced after a timeout).
+/// Reads `tp` once from `*position` and advances it past what was read; a failed read is a failed poll.
 #[allow(clippy::too_many_arguments)]
 pub async fn poll(
     recorder: &Recorder,
@@ -291,30 +290,40 @@ pub async fn poll(
 ) -> Result<PollOutcome, String> {
     const FETCH_BYTES: i32 = 1 << 20;
     let op = recorder.invoke(process, Op::Poll(Vec::new()));
-    let fetched =
-        tokio::time::timeout(timeout, client.fetch(&tp.topic, tp.partition, *position, max_wait, FETCH_BYTES)).await;
-    match fetched {
-        Ok(Ok(fetched)) => {
-            let (records, next, undecodable) = records_from(tp, &fetched.batches, *position);
-            let outcome = PollOutcome {
-                records: records.len(),
-                high_watermark: fetched.high_watermark,
-                broken: undecodable.or(fetched.broken),
-            };
-            recorder.ok_poll(op, records);
-            *position = next;
-            Ok(outcome)
-        }
-        Ok(Err(e)) => {
-            recorder.fail(op);
-            Err(e.to_string())
-        }
-        Err(_) => {
-            recorder.fail(op);
+    let fetch = client.fetch(&tp.topic, tp.partition, *position, max_wait, FETCH_BYTES);
+    let answer = tokio::time::timeout(timeout, fetch).await.ok();
+    let fetched = read_answer(recorder, op, client, fresh, timeout, answer)?;
+    let (records, next, undecodable) = records_from(tp, &fetched.batches, *position);
+    let outcome = PollOutcome {
+        records: records.len(),
+        high_watermark: fetched.high_watermark,
+        broken: undecodable.or(fetched.broken),
+    };
+    recorder.ok_poll(op, records);
+    *position = next;
+    Ok(outcome)
+}
+
+/// The answer to read `op` (`None`: none within `timeout`). A read changes nothing on the broker, so
+/// any error or timeout fails it; the client is replaced after a timeout.
+fn read_answer<T, E: std::fmt::Display>(
+    recorder: &Recorder,
+    op: OpIndex,
+    client: &mut Client,
+    fresh: impl FnOnce() -> Client,
+    timeout: Duration,
+    answer: Option<Result<T, E>>,
+) -> Result<T, String> {
+    let why = match answer {
+        Some(Ok(answer)) => return Ok(answer),
+        Some(Err(e)) => e.to_string(),
+        None => {
             *client = fresh();
-            Err(format!("no answer in {timeout:?}"))
+            format!("no answer in {timeout:?}")
         }
-    }
+    };
+    recorder.fail(op);
+    Err(why)
 }
 
 /// The records of `batches` from offset `from` on, the offset after the last, and why decoding stopped
@@ -408,8 +417,7 @@ pub async fn commit(
 }
 
 /// Reads `group`'s committed offsets of `partitions` (-1 where it committed none), recorded as
-/// `process`. A read changes nothing, so any error or timeout fails it (the client is replaced after a
-/// timeout).
+/// `process`.
 pub async fn fetch_committed(
     recorder: &Recorder,
     client: &mut Client,
@@ -423,25 +431,14 @@ pub async fn fetch_committed(
         process,
         Op::FetchCommitted(FetchCommitted { group: group.to_string(), partitions: partitions.to_vec() }),
     );
-    match tokio::time::timeout(timeout, client.committed_offsets(group)).await {
-        Ok(Ok(committed)) => {
-            let offset_of = |tp: &TopicPartition| {
-                let found = committed.iter().find(|c| c.topic == tp.topic && c.partition == tp.partition);
-                found.map_or(-1, |c| c.offset)
-            };
-            let offsets: Vec<GroupOffset> =
-                partitions.iter().map(|tp| GroupOffset { tp: tp.clone(), offset: offset_of(tp) }).collect();
-            recorder.ok_fetch_committed(op, offsets.clone());
-            Ok(offsets)
-        }
-        Ok(Err(e)) => {
-            recorder.fail(op);
-            Err(e.to_string())
-        }
-        Err(_) => {
-            recorder.fail(op);
-            *client = fresh();
-            Err(format!("no answer in {timeout:?}"))
-        }
-    }
+    let answer = tokio::time::timeout(timeout, client.committed_offsets(group)).await.ok();
+    let committed = read_answer(recorder, op, client, fresh, timeout, answer)?;
+    let offset_of = |tp: &TopicPartition| {
+        let found = committed.iter().find(|c| c.topic == tp.topic && c.partition == tp.partition);
+        found.map_or(-1, |c| c.offset)
+    };
+    let offsets: Vec<GroupOffset> =
+        partitions.iter().map(|tp| GroupOffset { tp: tp.clone(), offset: offset_of(tp) }).collect();
+    recorder.ok_fetch_committed(op, offsets.clone());
+    Ok(offsets)
 }

@@ -61,7 +61,8 @@ impl Workload {
     }
 }
 
-/// Creates the topic (replication factor 3) and waits until every partition has a leader.
+/// Creates the topic (replication factor 3), waits until every partition has a leader, and logs each
+/// partition's raft group and preferred replica (`partition placed`).
 pub async fn setup(workload: Arc<Workload>, brokers: usize) {
     let log = workload.log().clone();
     let mut client = workload.client(0);
@@ -81,17 +82,25 @@ pub async fn setup(workload: Arc<Workload>, brokers: usize) {
             }
         }
     }
-    loop {
+    let topic = loop {
         if let Ok(topic) = client.topic(TOPIC).await {
             if topic.partitions.len() == workload.partitions as usize
                 && topic.partitions.iter().all(|p| p.leader.is_some())
             {
-                break;
+                break topic;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     info!(log, "topic ready"; "topic" => TOPIC, "partitions" => workload.partitions);
+    // The group as the brokers' lines name it, so a reader of the trace can
+    // tell whether the preferred replica leads.
+    for p in &topic.partitions {
+        let group = format!("{}-{}", topic.id.get(..8).unwrap_or_default(), p.partition);
+        if let Some(preferred) = p.replicas.first() {
+            info!(log, "partition placed"; "group" => group, "preferred" => preferred);
+        }
+    }
 }
 
 /// Sends one unique value to `partition`, as `producer`'s next batch when it

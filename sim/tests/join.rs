@@ -7,18 +7,12 @@
 //! valid throughout.
 #![cfg(madsim)]
 
-use sim::config::SimConfig;
+mod common;
 
 fn run(seed: u64, faults: &str) -> String {
-    let mut config = SimConfig::new(seed);
     let flags =
         [("--brokers", "3"), ("--partitions", "4"), ("--duration", "40s"), ("--faults", faults), ("--join", "1")];
-    for (flag, value) in flags {
-        config.set(flag, value).expect("a valid flag");
-    }
-    let outcome = sim::run::run(&config);
-    assert!(outcome.valid, "seed {seed} --faults {faults}: {}\n{}", outcome.verdict, outcome.details);
-    String::from_utf8_lossy(&outcome.trace).into_owned()
+    common::run(seed, &flags)
 }
 
 #[test]

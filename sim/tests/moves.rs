@@ -7,16 +7,10 @@
 //! old replicas deleted.
 #![cfg(madsim)]
 
-use sim::config::SimConfig;
+mod common;
 
 fn run(seed: u64, faults: &str) -> String {
-    let mut config = SimConfig::new(seed);
-    for (flag, value) in [("--partitions", "4"), ("--duration", "30s"), ("--faults", faults), ("--moves", "1")] {
-        config.set(flag, value).expect("a valid flag");
-    }
-    let outcome = sim::run::run(&config);
-    assert!(outcome.valid, "seed {seed} --faults {faults}: {}\n{}", outcome.verdict, outcome.details);
-    String::from_utf8_lossy(&outcome.trace).into_owned()
+    common::run(seed, &[("--partitions", "4"), ("--duration", "30s"), ("--faults", faults), ("--moves", "1")])
 }
 
 #[test]

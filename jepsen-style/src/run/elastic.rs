@@ -178,23 +178,15 @@ impl Elastic {
                 Ok(until!(self, deadline, stop, registered(&mut self.admin, ids)))
             }
             Step::Rebalance => {
-                let planned = self.plan(deadline, stop, |brokers, lists| Ok(plan::rebalance(brokers, lists))).await;
-                Ok(match planned {
-                    Ok(planned) => self.carry_out(planned, moves, deadline, stop).await,
-                    Err(why) => Err(why),
-                })
+                let even = |brokers: &[i32], lists: &[Vec<i32>]| Ok(plan::rebalance(brokers, lists));
+                Ok(self.move_replicas(even, moves, deadline, stop).await)
             }
             Step::Decommission(id) => {
                 let off = |brokers: &[i32], lists: &[Vec<i32>]| {
                     plan::decommission(brokers, lists, *id)
                         .map_err(|p| format!("no broker can take partition {p}'s replica on {id}"))
                 };
-                let planned = self.plan(deadline, stop, off).await;
-                let moved = match planned {
-                    Ok(planned) => self.carry_out(planned, moves, deadline, stop).await,
-                    Err(why) => Err(why),
-                };
-                if let Err(why) = moved {
+                if let Err(why) = self.move_replicas(off, moves, deadline, stop).await {
                     return Ok(Err(why));
                 }
                 if let Err(why) = until!(self, deadline, stop, unregister(&mut self.admin, *id)) {
@@ -212,25 +204,26 @@ impl Elastic {
         }
     }
 
-    /// The replicas now, and the moves `planner` makes of them over the registered brokers.
-    async fn plan(
+    /// Moves the replicas where `planner` puts them (given the registered brokers and the replicas now).
+    async fn move_replicas(
         &mut self,
+        planner: impl Fn(&[i32], &[Vec<i32>]) -> Result<Vec<Vec<i32>>, String>,
+        timings: &mut Vec<MoveTiming>,
         deadline: tokio::time::Instant,
         stop: &AtomicBool,
-        planner: impl Fn(&[i32], &[Vec<i32>]) -> Result<Vec<Vec<i32>>, String>,
-    ) -> Result<(Vec<Placement>, Vec<Move>), String> {
+    ) -> Result<(), String> {
         let (brokers, current) = until!(self, deadline, stop, self.admin.placement())?;
         let lists: Vec<Vec<i32>> = current.iter().map(|p| p.replicas.clone()).collect();
-        let planned = planner(&brokers, &lists)?;
-        let moves = moves_between(&current, planned);
-        Ok((current, moves))
+        let planned = moves_between(&current, planner(&brokers, &lists)?);
+        self.carry_out(&current, planned, timings, deadline, stop).await
     }
 
     /// Submits the moves and waits until none is in progress, timing each; then checks that every
     /// partition has the replicas planned.
     async fn carry_out(
         &mut self,
-        (current, planned): (Vec<Placement>, Vec<Move>),
+        current: &[Placement],
+        planned: Vec<Move>,
         timings: &mut Vec<MoveTiming>,
         deadline: tokio::time::Instant,
         stop: &AtomicBool,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -89,35 +90,58 @@ fn points(history: &History) -> Vec<Point> {
 /// Draws both pictures into `dir`.
 pub fn draw(dir: &Path, history: &History, windows: &[FaultWindow], steps: &[StepWindow]) -> Result<(), RunError> {
     let points = points(history);
-    let end_s = points.iter().map(|p| p.at_s).fold(1.0, f64::max);
+    let backdrop = Backdrop { windows, steps, end_s: points.iter().map(|p| p.at_s).fold(1.0, f64::max) };
     let failed = |e: String| RunError::Harness(format!("cannot draw: {e}"));
     let path = dir.join(LATENCY);
-    latency(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, windows, steps, end_s).map_err(failed)?;
+    latency(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, &backdrop).map_err(failed)?;
     let path = dir.join(THROUGHPUT);
-    throughput(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, windows, steps, end_s).map_err(failed)
+    throughput(SVGBackend::new(&path, SIZE).into_drawing_area(), &points, &backdrop).map_err(failed)
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Chart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
 
-fn latency(
-    root: Area<'_>,
-    points: &[Point],
-    windows: &[FaultWindow],
-    steps: &[StepWindow],
+/// What both pictures show behind their operations: the run's seconds, its fault windows and its steps.
+struct Backdrop<'s> {
+    windows: &'s [FaultWindow],
+    steps: &'s [StepWindow],
     end_s: f64,
-) -> Result<(), String> {
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+}
+
+impl Backdrop<'_> {
+    /// A chart filling `root` over the run's seconds and `y`, its mesh drawn and the windows shaded
+    /// (each step named at height `label_at`).
+    fn chart<'a, 'b, Y: AsRangedCoord<Value = f64>>(
+        &self,
+        root: &'a Area<'b>,
+        caption: &str,
+        y_desc: &str,
+        y: Y,
+        label_at: f64,
+    ) -> Result<Chart<'a, 'b, Y::CoordDescType>, String>
+    where
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(caption, FONT)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..self.end_s, y)
+            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_desc("seconds").y_desc(y_desc).draw().map_err(|e| e.to_string())?;
+        let (low, high) = (chart.y_range().start, chart.y_range().end);
+        shade_faults(&mut chart, self.windows, low, high)?;
+        shade_steps(&mut chart, self.steps, low, high, label_at)?;
+        Ok(chart)
+    }
+}
+
+fn latency(root: Area<'_>, points: &[Point], backdrop: &Backdrop<'_>) -> Result<(), String> {
     let max_ms = points.iter().map(|p| p.latency_ms).fold(10.0, f64::max) * 1.5;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency of every operation (by completion time)", FONT)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..end_s, (0.1..max_ms).log_scale())
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc("seconds").y_desc("latency (ms)").draw().map_err(|e| e.to_string())?;
-    shade_faults(&mut chart, windows, 0.1, max_ms)?;
-    shade_steps(&mut chart, steps, 0.1, max_ms, max_ms / 1.6)?;
+    let caption = "Latency of every operation (by completion time)";
+    let mut chart = backdrop.chart(&root, caption, "latency (ms)", (0.1..max_ms).log_scale(), max_ms / 1.6)?;
     for series in Series::ALL {
         let color = series.color();
         chart
@@ -135,15 +159,8 @@ fn latency(
     root.present().map_err(|e| e.to_string())
 }
 
-fn throughput(
-    root: Area<'_>,
-    points: &[Point],
-    windows: &[FaultWindow],
-    steps: &[StepWindow],
-    end_s: f64,
-) -> Result<(), String> {
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let seconds = end_s.ceil() as usize + 1;
+fn throughput(root: Area<'_>, points: &[Point], backdrop: &Backdrop<'_>) -> Result<(), String> {
+    let seconds = backdrop.end_s.ceil() as usize + 1;
     let per_second = |series: Series| {
         let mut counts = vec![0u32; seconds];
         for p in points.iter().filter(|p| p.series == series) {
@@ -153,16 +170,7 @@ fn throughput(
     };
     let all: Vec<(Series, Vec<u32>)> = Series::ALL.iter().map(|&s| (s, per_second(s))).collect();
     let max = all.iter().flat_map(|(_, c)| c.iter().copied()).max().unwrap_or(1).max(1) as f64 * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Completed operations per second", FONT)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..end_s, 0.0..max)
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc("seconds").y_desc("operations / s").draw().map_err(|e| e.to_string())?;
-    shade_faults(&mut chart, windows, 0.0, max)?;
-    shade_steps(&mut chart, steps, 0.0, max, max * 0.97)?;
+    let mut chart = backdrop.chart(&root, "Completed operations per second", "operations / s", 0.0..max, max * 0.97)?;
     for (series, counts) in all {
         let color = series.color();
         let line = counts.iter().enumerate().map(|(s, &n)| (s as f64 + 0.5, f64::from(n)));
@@ -176,8 +184,8 @@ fn throughput(
     root.present().map_err(|e| e.to_string())
 }
 
-fn shade_faults<'a, Y: Ranged<ValueType = f64>>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+fn shade_faults<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
     windows: &[FaultWindow],
     low: f64,
     high: f64,
@@ -203,8 +211,8 @@ fn shade_faults<'a, Y: Ranged<ValueType = f64>>(
 }
 
 /// Each step's window shaded, a line at its start, and its name by the line at height `label_at`.
-fn shade_steps<'a, Y: Ranged<ValueType = f64>>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+fn shade_steps<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
     steps: &[StepWindow],
     low: f64,
     high: f64,
@@ -232,9 +240,7 @@ fn shade_steps<'a, Y: Ranged<ValueType = f64>>(
     Ok(())
 }
 
-fn legend<'a, Y: Ranged<ValueType = f64>>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
-) -> Result<(), String> {
+fn legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(chart: &mut Chart<'a, 'b, Y>) -> Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
