@@ -34,7 +34,8 @@
 //!   learner gets no more than the allowance over any stretch while every
 //!   batch produced meanwhile commits at once;
 //! - leadership is handed to another voter (the preferred replica) only
-//!   once it has the whole log, one hand-over at a time.
+//!   once it has the whole log and was heard from within an election
+//!   timeout, one hand-over at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -858,4 +859,13 @@ fn leadership_goes_to_another_voter_only_once_it_has_the_whole_log() {
     c.produce(2);
     c.assert_ends(10);
     assert_reads_back(c.replica(to), 0);
+
+    // A voter with the whole log that has gone silent for an election
+    // timeout gets nothing: it could not take over, and writes would stall
+    // until raft gave the hand-over up.
+    let silent = IDS.into_iter().find(|&id| id != to).expect("a follower");
+    c.isolated.insert(silent);
+    c.tick(RaftSettings::default().election_ticks + 1);
+    assert_eq!(c.replica(silent).last_index(), c.replica(to).last_index(), "it has the whole log");
+    assert!(!hand_over(&mut c, silent));
 }

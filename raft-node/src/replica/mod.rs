@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod partition;
 pub mod throttle;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use protobuf::Message as _;
@@ -205,6 +206,11 @@ pub struct Replica<M: Machine> {
     last_conf_change: u64,
     /// The commit is stored before entries are applied (see `set_durable_apply`).
     durable_apply: bool,
+    /// Ticks so far, and the tick each peer (by raft id) was last heard
+    /// from: raft-rs's `recent_active` is cleared every election timeout
+    /// under check_quorum, so it says little at an arbitrary moment.
+    ticks: u64,
+    heard: BTreeMap<u64, u64>,
     logger: Logger,
 }
 
@@ -265,6 +271,8 @@ impl<M: Machine> Replica<M> {
             ticks_since_commit_sync: 0,
             last_conf_change,
             durable_apply: false,
+            ticks: 0,
+            heard: BTreeMap::new(),
             logger,
         };
         replica.observe();
@@ -398,7 +406,8 @@ impl<M: Machine> Replica<M> {
     }
 
     /// Starts handing leadership to `to` when this replica leads, `to` is
-    /// another voter that was heard from lately and has the whole log, and
+    /// another voter heard from within an election timeout and has the
+    /// whole log, and
     /// no hand-over or configuration change is under way. Returns whether it
     /// started; raft gives up a hand-over that takes an election timeout.
     pub fn hand_over_to(&mut self, to: u64) -> Result<bool, ReplicaError> {
@@ -407,8 +416,9 @@ impl<M: Machine> Replica<M> {
             return Ok(false);
         }
         let voter = raft.prs().conf().voters().contains(to);
-        let ready = raft.prs().get(to).is_some_and(|pr| pr.recent_active && pr.matched == raft.raft_log.last_index());
-        if !voter || !ready {
+        let heard = self.heard.get(&to).is_some_and(|&at| self.ticks - at <= raft.election_timeout() as u64);
+        let caught_up = raft.prs().get(to).is_some_and(|pr| pr.matched == raft.raft_log.last_index());
+        if !voter || !heard || !caught_up {
             return Ok(false);
         }
         self.guarded(|r| {
@@ -486,6 +496,7 @@ impl<M: Machine> Replica<M> {
 
     /// A failure here surfaces at the next `handle_ready`.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         let _ = self.guarded(|r| {
             r.ticks_since_commit_sync += 1;
             if r.jitter.should_tick(r.role()) {
@@ -499,6 +510,7 @@ impl<M: Machine> Replica<M> {
     /// Feeds a message from a peer; a message raft refuses is logged and
     /// dropped. A failure surfaces at the next `handle_ready`.
     pub fn step(&mut self, message: Message) {
+        self.heard.insert(message.from, self.ticks);
         let stepped = self.guarded(|r| {
             let stepped = r.raw.step(message);
             r.observe();
