@@ -41,6 +41,19 @@ pub async fn decommission(common: &Common, broker: i32, dry_run: bool) -> Result
     submit(&mut client, common, &moves_between(&current, planned), dry_run).await
 }
 
+/// Sets (or with `None` clears) the move throttle of `broker`, or of every broker.
+pub async fn throttle(common: &Common, broker: Option<i32>, bytes_per_sec: Option<u64>) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    client.set_move_throttle(broker, bytes_per_sec).await.map_err(|e| e.to_string())?;
+    let whose = broker.map_or("every broker".to_owned(), |b| format!("broker {b}"));
+    match bytes_per_sec {
+        Some(0) => println!("moves from {whose}: no limit"),
+        Some(rate) => println!("moves from {whose}: at most {rate} bytes/s"),
+        None => println!("move throttle of {whose} cleared"),
+    }
+    Ok(())
+}
+
 /// Takes a broker out of the cluster for good, once `decommission` has moved
 /// every replica off it: the metadata group drops it (a voter is replaced by
 /// a learner first) and every broker stops talking to it. Its id is not

@@ -233,6 +233,22 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Set how fast moves copy: the bytes per second each broker sends to the
+    /// replicas moves add (Kafka's leader.replication.throttled.rate), for
+    /// every broker or one. It overrides [moves] throttle_bytes_per_sec until cleared.
+    #[command(group(ArgGroup::new("rate").required(true).args(["bytes_per_sec", "clear"])))]
+    Throttle {
+        /// Bytes per second; 0: no limit.
+        bytes_per_sec: Option<u64>,
+        /// Clear it: back to each broker's [moves] setting (with --broker, to the one for every broker).
+        #[arg(long)]
+        clear: bool,
+        /// Only this broker.
+        #[arg(long)]
+        broker: Option<i32>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Take a broker out of the cluster for good, once decommission has moved
     /// every replica off it (refused until then)
     RemoveBroker {
@@ -404,6 +420,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             ClusterCommand::Rebalance { dry_run, common } => cluster::rebalance(&common, dry_run).await,
             ClusterCommand::Decommission { id, dry_run, common } => cluster::decommission(&common, id, dry_run).await,
             ClusterCommand::RemoveBroker { id, common } => cluster::remove_broker(&common, id).await,
+            ClusterCommand::Throttle { bytes_per_sec, clear: _, broker, common } => {
+                cluster::throttle(&common, broker, bytes_per_sec).await
+            }
         },
         Commands::Produce { topic, key, key_separator, partition, acks, common } => {
             let acks = match acks {

@@ -1,15 +1,19 @@
 //! Moving partition replicas as an administrator does: start or cancel
 //! moves (AlterPartitionReassignments), list those in progress
-//! (ListPartitionReassignments), and take an emptied broker out of the
-//! cluster (UnregisterBroker), all answered by any broker through the
-//! metadata group.
+//! (ListPartitionReassignments), set how fast moves copy
+//! (IncrementalAlterConfigs of the move throttle), and take an emptied
+//! broker out of the cluster (UnregisterBroker), all answered by any broker
+//! through the metadata group.
 
 use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
-    UnregisterBrokerResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
+use kafka_protocol::protocol::StrBytes;
+use log_core::metadata::LEADER_THROTTLED_RATE;
 use serde::Serialize;
 
 use super::{topic_name, Client, Error};
@@ -17,6 +21,11 @@ use super::{topic_name, Client, Error};
 const ALTER_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
 const LIST_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
 const UNREGISTER_BROKER_VERSION: i16 = 0;
+const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 0;
+/// Kafka's ConfigResource.Type of a broker, and AlterConfigOp.OpType.
+const RESOURCE_BROKER: i8 = 4;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
 
 /// One partition's move: to `replicas`, or `None` to cancel the move in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -148,6 +157,30 @@ impl Client {
                 })
             })
             .collect())
+    }
+
+    /// Sets the move throttle of `broker` (`None`: every broker's default)
+    /// to `bytes_per_sec` (0: no limit), or with `None` clears it.
+    pub async fn set_move_throttle(&mut self, broker: Option<i32>, bytes_per_sec: Option<u64>) -> Result<(), Error> {
+        let config = AlterableConfig::default()
+            .with_name(StrBytes::from_static_str(LEADER_THROTTLED_RATE))
+            .with_config_operation(if bytes_per_sec.is_some() { OP_SET } else { OP_DELETE })
+            .with_value(bytes_per_sec.map(|rate| StrBytes::from_string(rate.to_string())));
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_string(broker.map(|b| b.to_string()).unwrap_or_default()))
+            .with_configs(vec![config]);
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
+        let response: IncrementalAlterConfigsResponse =
+            self.any_broker(INCREMENTAL_ALTER_CONFIGS_VERSION, &request, true).await?;
+        match response.responses.first() {
+            Some(r) if r.error_code != 0 => {
+                let message = r.error_message.as_ref().map(|m| m.to_string());
+                Err(Error::kafka("set the move throttle".into(), r.error_code, message))
+            }
+            Some(_) => Ok(()),
+            None => Err(Error::kafka("set the move throttle".into(), -1, Some("no answer for the broker".into()))),
+        }
     }
 
     /// Takes `broker` out of the cluster for good; refused while any

@@ -1,11 +1,16 @@
-"""DescribeConfigs from unmodified admin clients: every supported topic config
-with its value and source, key filtering, unknown topics, brokers."""
+"""DescribeConfigs and IncrementalAlterConfigs from unmodified admin clients:
+every supported topic config with its value and source, key filtering,
+unknown topics, and the brokers' move throttle set, shown and cleared."""
+
+import subprocess
 
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic
 from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+from cluster import KEEL, wait_until
 
 DEFAULTS = {
     "cleanup.policy": "delete",
@@ -64,5 +69,49 @@ def test_unknown_topic_is_unknown_topic_or_partition(admin):
     assert raised.value.args[0].code() == 3
 
 
-def test_broker_has_no_configs_and_no_error(admin):
-    assert describe(admin, ConfigResource(ConfigResource.Type.BROKER, "1")) == {}
+THROTTLE = "leader.replication.throttled.rate"
+
+
+def throttle_of(admin, broker):
+    configs = describe(admin, ConfigResource(ConfigResource.Type.BROKER, str(broker)))
+    return {name: (e.value, ConfigSource(e.source)) for name, e in configs.items()}
+
+
+def alter(admin, name, op, value=None, kind=ConfigResource.Type.BROKER):
+    key = THROTTLE if kind == ConfigResource.Type.BROKER else "retention.ms"
+    resource = ConfigResource(kind, name, incremental_configs=[ConfigEntry(key, value, incremental_operation=op)])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+
+
+def keel_throttle(cluster, *args):
+    subprocess.run([KEEL, "cluster", "throttle", *args, "--bootstrap", cluster.bootstrap],
+                   check=True, capture_output=True, timeout=60)
+
+
+def test_the_move_throttle_is_set_for_all_or_one_broker_and_cleared(cluster, admin):
+    """As `kafka-configs --entity-type brokers` does, for one broker; the
+    default entity (every broker, a resource named "", which confluent-kafka
+    refuses to send) through `keel cluster throttle`. The brokers' files
+    say 50 MiB/s ([moves] throttle_bytes_per_sec)."""
+    static = {THROTTLE: ("52428800", ConfigSource.STATIC_BROKER_CONFIG)}
+    assert throttle_of(admin, 1) == static
+    keel_throttle(cluster, "1048576")
+    every = {THROTTLE: ("1048576", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)}
+    wait_until("broker 1 sees the default", lambda: throttle_of(admin, 1) == every, cluster=cluster)
+    alter(admin, "2", AlterConfigOpType.SET, "0")
+    own = {THROTTLE: ("0", ConfigSource.DYNAMIC_BROKER_CONFIG)}
+    wait_until("broker 2 sees its own", lambda: throttle_of(admin, 2) == own, cluster=cluster)
+    assert throttle_of(admin, 1) == every
+    alter(admin, "2", AlterConfigOpType.DELETE)
+    wait_until("broker 2 back to the default", lambda: throttle_of(admin, 2) == every, cluster=cluster)
+    keel_throttle(cluster, "--clear")
+    wait_until("both back to the file", lambda: throttle_of(admin, 1) == static == throttle_of(admin, 2),
+               cluster=cluster)
+
+    # (librdkafka sends a broker's configs to that broker, so an unknown id never leaves it.)
+    with pytest.raises(KafkaException) as raised:
+        alter(admin, "2", AlterConfigOpType.SET, "fast")
+    assert raised.value.args[0].code() == 40  # INVALID_CONFIG
+    with pytest.raises(KafkaException) as raised:
+        alter(admin, "anything", AlterConfigOpType.SET, "1", kind=ConfigResource.Type.TOPIC)
+    assert raised.value.args[0].code() == 42  # INVALID_REQUEST: topic configs are fixed at creation
