@@ -154,6 +154,8 @@ mod tests {
                     }
                     let (min, max) = spread(&ids, &plan);
                     assert!(max - min <= 1, "{brokers} brokers, {partitions}x{rf}: {plan:?}");
+                    // The automatic rebalance proposes whatever differs: a plan must be its own plan.
+                    assert_eq!(rebalance(&ids, &plan), plan, "{brokers} brokers, {partitions}x{rf}: no thrash");
                     let mut leads = BTreeMap::new();
                     plan.iter().for_each(|r| *leads.entry(r[0]).or_insert(0) += 1);
                     assert!(leads.values().all(|&n| n <= partitions.div_ceil(brokers as usize) + 1), "{plan:?}");
