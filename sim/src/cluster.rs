@@ -44,12 +44,7 @@ fn broker_config(id: u8, founders: u8, auto_rebalance: bool) -> BrokerConfig {
         // Low enough that the catch-up of the replicas a move adds is held
         // back (a simulated log is small): the throttle's path runs under faults.
         // The automatic rebalance looks every 2 s: the default 30 s is most of a run.
-        moves: MovesSection {
-            throttle_bytes_per_sec: 64 << 10,
-            auto_rebalance,
-            auto_rebalance_check_ms: 2000,
-            ..Default::default()
-        },
+        moves: MovesSection { throttle_bytes_per_sec: 64 << 10, auto_rebalance, auto_rebalance_check_ms: 2000 },
         storage: Default::default(),
         // The workload has one consumer group, so one coordinator partition: each is a raft
         // group of three replicas ticking through every run (eight made the sweep a third slower).
