@@ -7,6 +7,7 @@
 //! the proposer. A rejected command changes nothing, not even the epoch.
 
 mod assign;
+mod auto_rebalance;
 mod command;
 mod config;
 mod error;

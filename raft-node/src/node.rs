@@ -368,6 +368,7 @@ impl Node {
         self.pace_moves();
         self.drive_moves();
         self.drive_metadata_membership()?;
+        self.auto_rebalance();
         if let Some(balance) = self.config.leader_balance {
             if self.ticks % balance.check_ticks.max(1) == 0 {
                 self.balance_leaders(balance.max_transfers);
@@ -494,6 +495,37 @@ impl Node {
         let ids = |set: &std::collections::BTreeSet<i32>| set.iter().map(|&id| id as u64).collect::<Vec<u64>>();
         self.metadata.drive_membership(&ids(&members.voters), &ids(&members.learners)).map_err(NodeError::Metadata)?;
         Ok(())
+    }
+
+    /// With `auto_rebalance_ticks`, the metadata group's leader proposes the
+    /// moves that spread replicas evenly (`ClusterMetadata::auto_rebalance`:
+    /// none while a plan is being carried out) every that many ticks. A
+    /// proposal lost with a leader change is planned again at a later look;
+    /// one that raced an earlier plan is refused by the metadata machine.
+    fn auto_rebalance(&mut self) {
+        let Some(every) = self.config.auto_rebalance_ticks else { return };
+        if self.ticks % every.max(1) != 0 || !self.metadata.is_leader() {
+            return;
+        }
+        let state = self.metadata.machine.state();
+        let commands = state.auto_rebalance();
+        if commands.is_empty() {
+            return;
+        }
+        slog::info!(self.logger, "automatic rebalance: replicas are not spread evenly over the registered brokers";
+            "brokers" => state.brokers().count(), "moves" => commands.len());
+        for command in &commands {
+            if let Command::ReassignPartition { topic, partition, replicas: Some(to) } = command {
+                let from = state.replicas(topic, *partition).unwrap_or_default();
+                slog::info!(self.logger, "automatic rebalance: moving"; "topic" => topic, "partition" => partition,
+                    "from" => ?from, "to" => ?to);
+            }
+        }
+        for command in commands {
+            if let Err(e) = self.metadata.propose(command.encode()) {
+                slog::info!(self.logger, "automatic rebalance: move not proposed"; "error" => %e);
+            }
+        }
     }
 
     /// Links the transport to every broker this one may need to talk to: the

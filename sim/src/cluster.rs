@@ -27,7 +27,7 @@ pub const RAFT_PORT: u16 = 19092;
 pub const CLIENT_HOST: u8 = 100;
 
 /// Broker `id`'s config; the founders are `1..=founders` (a higher id joins).
-fn broker_config(id: u8, founders: u8) -> BrokerConfig {
+fn broker_config(id: u8, founders: u8, auto_rebalance: bool) -> BrokerConfig {
     BrokerConfig {
         node_id: u64::from(id),
         data_dir: "unused".into(),
@@ -43,7 +43,8 @@ fn broker_config(id: u8, founders: u8) -> BrokerConfig {
         leadership: Default::default(),
         // Low enough that the catch-up of the replicas a move adds is held
         // back (a simulated log is small): the throttle's path runs under faults.
-        moves: MovesSection { throttle_bytes_per_sec: 64 << 10, ..Default::default() },
+        // The automatic rebalance looks every 2 s: the default 30 s is most of a run.
+        moves: MovesSection { throttle_bytes_per_sec: 64 << 10, auto_rebalance, auto_rebalance_check_ms: 2000 },
         storage: Default::default(),
         // The workload has one consumer group, so one coordinator partition: each is a raft
         // group of three replicas ticking through every run (eight made the sweep a third slower).
@@ -68,12 +69,15 @@ impl Cluster {
     /// Starts brokers `1..=brokers`, and with `join_at` broker `brokers + 1`
     /// at that time, which joins the running cluster (its node exists from
     /// the start, so the nemesis may kill it before); their transports
-    /// consult `network`, and `committed` sees every entry they apply.
+    /// consult `network`, and `committed` sees every entry they apply;
+    /// `auto_rebalance` turns on every broker's automatic rebalance.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         handle: &Handle,
         seed: u64,
         brokers: u8,
         join_at: Option<tokio::time::Instant>,
+        auto_rebalance: bool,
         network: Arc<Network>,
         committed: &Arc<CommittedEntries>,
         logger: &Logger,
@@ -112,7 +116,7 @@ impl Cluster {
                             tokio::time::sleep_until(at).await;
                         }
                         let ended = raft_node::broker::run_on_with(
-                            broker_config(id, brokers),
+                            broker_config(id, brokers, auto_rebalance),
                             Arc::new(disk),
                             instruments,
                             logger.clone(),

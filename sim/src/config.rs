@@ -155,6 +155,9 @@ pub struct SimConfig {
     /// A broker beyond `brokers` joins mid-run, takes replicas, and a founder
     /// leaves for good (`joiner`).
     pub join: bool,
+    /// Every broker runs the automatic rebalance (`[moves] auto_rebalance`);
+    /// with `join`, nothing else moves replicas onto the joiner.
+    pub auto_rebalance: bool,
 }
 
 impl SimConfig {
@@ -167,6 +170,7 @@ impl SimConfig {
             faults: Faults::All { except: Vec::new() },
             moves: false,
             join: false,
+            auto_rebalance: false,
         }
     }
 
@@ -179,8 +183,9 @@ impl SimConfig {
         // `--moves` only when on: the configs of traces recorded before it read the same.
         let moves = if self.moves { " --moves 1" } else { "" };
         let join = if self.join { " --join 1" } else { "" };
+        let auto = if self.auto_rebalance { " --auto-rebalance 1" } else { "" };
         format!(
-            "--brokers {} --partitions {} --duration {} --faults {faults}{moves}{join}",
+            "--brokers {} --partitions {} --duration {} --faults {faults}{moves}{join}{auto}",
             self.brokers,
             self.partitions,
             format_duration(self.duration),
@@ -228,6 +233,13 @@ impl SimConfig {
                     "1" => true,
                     "0" => false,
                     _ => return Err(format!("--join {value}: 1 (a broker joins, a founder leaves) or 0")),
+                }
+            }
+            "--auto-rebalance" => {
+                self.auto_rebalance = match value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(format!("--auto-rebalance {value}: 1 (brokers spread replicas themselves) or 0")),
                 }
             }
             _ => return Ok(false),
@@ -339,6 +351,10 @@ mod tests {
         config.set("--moves", "0").unwrap();
         let (back, _) = parse_header(&header(&config)).unwrap();
         assert!(back.join && !back.moves);
+        assert!(!header(&config).contains("--auto-rebalance"), "absent when off");
+        config.set("--auto-rebalance", "1").unwrap();
+        let (back, _) = parse_header(&header(&config)).unwrap();
+        assert!(back.join && back.auto_rebalance);
     }
 
     #[test]

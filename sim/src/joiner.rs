@@ -3,8 +3,11 @@
 //! the replicas are spread evenly again (onto it), then one founder, a
 //! metadata voter, is decommissioned and removed for good: the metadata
 //! group replaces it with the joiner. Plans are `keel cluster`'s, submitted
-//! and awaited through the Kafka API.
+//! and awaited through the Kafka API. With `--auto-rebalance 1` the brokers
+//! spread the replicas themselves: the task submits nothing and only logs
+//! each settled placement it sees (`spread`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +29,7 @@ pub async fn joiner(workload: Arc<Workload>, joiner: u8, leaver: u8, end: Instan
     let mut client = workload.client(JOINER);
     let running = |w: &Workload| !w.stopped() && Instant::now() < end;
     let (joiner, leaver) = (i32::from(joiner), i32::from(leaver));
-    while running(&workload) {
-        if client.metadata().await.is_ok_and(|c| c.brokers.contains_key(&joiner)) {
-            info!(log, "join: broker registered"; "broker" => joiner);
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    await_registration(&workload, &mut client, joiner, end).await;
     for (what, gone) in [("rebalance", None), ("decommission", Some(leaver))] {
         let moves = loop {
             if !running(&workload) {
@@ -60,6 +57,42 @@ pub async fn joiner(workload: Arc<Workload>, joiner: u8, leaver: u8, end: Instan
                 return;
             }
             Err(e) => info!(log, "join: broker not removed yet"; "broker" => leaver, "error" => %e),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `joiner` is registered (logging it), or until `end`.
+async fn await_registration(workload: &Workload, client: &mut Client, joiner: i32, end: Instant) {
+    while !workload.stopped() && Instant::now() < end {
+        if client.metadata().await.is_ok_and(|c| c.brokers.contains_key(&joiner)) {
+            info!(workload.log(), "join: broker registered"; "broker" => joiner);
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// For the automatic rebalance: once `joiner` is registered, logs the
+/// replicas per registered broker each time they change with no move in
+/// progress (`join: spread, replicas: 1=3 2=3 ...`), until `end`.
+pub async fn spread(workload: Arc<Workload>, joiner: u8, end: Instant) {
+    let mut client = workload.client(JOINER);
+    await_registration(&workload, &mut client, i32::from(joiner), end).await;
+    let mut logged = String::new();
+    while !workload.stopped() && Instant::now() < end {
+        if client.reassignments().await.is_ok_and(|moving| moving.is_empty()) {
+            if let Ok(cluster) = client.metadata().await {
+                let mut loads: BTreeMap<i32, usize> = cluster.brokers.keys().map(|&b| (b, 0)).collect();
+                let replicas = cluster.topics.values().flat_map(|t| t.partitions.iter().flat_map(|p| &p.replicas));
+                replicas.for_each(|b| *loads.entry(*b).or_default() += 1);
+                let now: Vec<String> = loads.iter().map(|(b, n)| format!("{b}={n}")).collect();
+                let now = now.join(" ");
+                if now != logged {
+                    info!(workload.log(), "join: spread"; "replicas" => &now);
+                    logged = now;
+                }
+            }
         }
         tokio::time::sleep(POLL).await;
     }

@@ -189,6 +189,7 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
         config.seed,
         config.brokers,
         join_at,
+        config.auto_rebalance,
         network.clone(),
         &shared.committed,
         &logger,
@@ -220,7 +221,9 @@ async fn simulate(config: SimConfig, plan: Plan, logger: slog::Logger, shared: S
     if config.moves {
         clients.push(client.spawn(mover::mover(workload.clone(), cluster.ids(), end)));
     }
-    if config.join {
+    if config.join && config.auto_rebalance {
+        clients.push(client.spawn(joiner::spread(workload.clone(), config.brokers + 1, end)));
+    } else if config.join {
         // The last founder leaves: a metadata voter, replaced by the joiner.
         clients.push(client.spawn(joiner::joiner(workload.clone(), config.brokers + 1, config.brokers, end)));
     }

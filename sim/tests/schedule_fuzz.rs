@@ -42,6 +42,7 @@ fn decode(input: &[u8]) -> arbitrary::Result<SimConfig> {
         faults: Faults::Scheduled(schedule),
         moves: false,
         join: false,
+        auto_rebalance: false,
     })
 }
 

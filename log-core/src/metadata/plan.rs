@@ -5,7 +5,35 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use super::topic::BrokerId;
+
+/// One partition's replicas, preferred leader first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<BrokerId>,
+}
+
+/// The partitions whose replicas `planned` (lists in `current`'s order)
+/// changes, each with its planned replicas: the moves to submit.
+pub fn changes(current: &[Placement], planned: Vec<Vec<BrokerId>>) -> Vec<Placement> {
+    current
+        .iter()
+        .zip(planned)
+        .filter(|(now, next)| &now.replicas != next)
+        .map(|(now, next)| Placement { topic: now.topic.clone(), partition: now.partition, replicas: next })
+        .collect()
+}
+
+/// The moves of `rebalance` over `brokers`, planned over every partition in
+/// `current` at once (a spread per topic would still pile replicas up).
+pub fn rebalance_moves(brokers: &[BrokerId], current: &[Placement]) -> Vec<Placement> {
+    let lists: Vec<Vec<BrokerId>> = current.iter().map(|p| p.replicas.clone()).collect();
+    changes(current, rebalance(brokers, &lists))
+}
 
 /// Replicas per broker over `brokers` (every one listed, even with none).
 fn loads(brokers: &[BrokerId], partitions: &[Vec<BrokerId>]) -> BTreeMap<BrokerId, usize> {
@@ -126,12 +154,30 @@ mod tests {
                     }
                     let (min, max) = spread(&ids, &plan);
                     assert!(max - min <= 1, "{brokers} brokers, {partitions}x{rf}: {plan:?}");
+                    // The automatic rebalance proposes whatever differs: a plan must be its own plan.
+                    assert_eq!(rebalance(&ids, &plan), plan, "{brokers} brokers, {partitions}x{rf}: no thrash");
                     let mut leads = BTreeMap::new();
                     plan.iter().for_each(|r| *leads.entry(r[0]).or_insert(0) += 1);
                     assert!(leads.values().all(|&n| n <= partitions.div_ceil(brokers as usize) + 1), "{plan:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_changed_partitions_are_moves() {
+        let at = |partition: i32, replicas: &[BrokerId]| Placement {
+            topic: "t".into(),
+            partition,
+            replicas: replicas.to_vec(),
+        };
+        let current = [at(0, &[1, 2]), at(1, &[2, 3]), at(2, &[3, 1])];
+        let planned = vec![vec![1, 2], vec![3, 2], vec![3, 4]];
+        assert_eq!(changes(&current, planned), [at(1, &[3, 2]), at(2, &[3, 4])]);
+        let even = [at(0, &[1, 2]), at(1, &[2, 3]), at(2, &[3, 1])];
+        assert_eq!(rebalance_moves(&[1, 2, 3], &even), []);
+        let moves = rebalance_moves(&[1, 2, 3, 4], &even);
+        assert!(moves.iter().any(|m| m.replicas.contains(&4)), "the new broker takes a replica: {moves:?}");
     }
 
     #[test]

@@ -21,9 +21,8 @@ pub async fn reassign(common: &Common, topic: &str, partition: i32, replicas: Op
 pub async fn rebalance(common: &Common, dry_run: bool) -> Result<(), String> {
     let mut client = connect(common).await?;
     let (brokers, current) = client.placement().await?;
-    let lists: Vec<Vec<i32>> = current.iter().map(|p| p.replicas.clone()).collect();
-    let planned = plan::rebalance(&brokers, &lists);
-    submit(&mut client, common, &moves_between(&current, planned), dry_run).await
+    let moves: Vec<Move> = plan::rebalance_moves(&brokers, &current).into_iter().map(Move::from).collect();
+    submit(&mut client, common, &moves, dry_run).await
 }
 
 /// Moves every replica off broker `broker`.

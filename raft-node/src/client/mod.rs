@@ -46,9 +46,9 @@ pub use error::{error_name, Error};
 pub use group_member::{GroupError, MemberConfig, Membership};
 pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use idempotence::{needs_new_producer_id, IdempotentProducer, ProducerIdentity};
-pub use log_core::metadata::METADATA_TOPIC;
+pub use log_core::metadata::{plan::Placement, METADATA_TOPIC};
 pub use partitioner::partition_for_key;
-pub use reassignments::{moves_between, Move, MoveInProgress, Placement};
+pub use reassignments::{moves_between, Move, MoveInProgress};
 use records::{ConsumedBatch, ProducerRecord};
 
 // The newest version of each API the broker speaks (crate::kafka::versions).

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
     UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use log_core::metadata::plan::{self, Placement};
 use log_core::metadata::LEADER_THROTTLED_RATE;
 use serde::Serialize;
 
@@ -35,22 +36,16 @@ pub struct Move {
     pub replicas: Option<Vec<i32>>,
 }
 
-/// One partition's replicas, as the metadata holds them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Placement {
-    pub topic: String,
-    pub partition: i32,
-    pub replicas: Vec<i32>,
+impl From<Placement> for Move {
+    /// The move of a partition to the replicas of a planned placement.
+    fn from(planned: Placement) -> Move {
+        Move { topic: planned.topic, partition: planned.partition, replicas: Some(planned.replicas) }
+    }
 }
 
 /// The moves that turn `current` into `planned` (replica lists in the same order).
 pub fn moves_between(current: &[Placement], planned: Vec<Vec<i32>>) -> Vec<Move> {
-    current
-        .iter()
-        .zip(planned)
-        .filter(|(now, next)| &now.replicas != next)
-        .map(|(now, next)| Move { topic: now.topic.clone(), partition: now.partition, replicas: Some(next) })
-        .collect()
+    plan::changes(current, planned).into_iter().map(Move::from).collect()
 }
 
 /// A move in progress, as the metadata holds it (KIP-455).

@@ -1,7 +1,7 @@
 //! `keel-sim`: the whole Keel cluster inside madsim, from one seed.
 //!
 //! ```text
-//! keel-sim run --seed N [--brokers 3..7] [--partitions N] [--duration 60s] [--faults all|none|LIST|schedule:S] [--moves 1] [--join 1]
+//! keel-sim run --seed N [--brokers 3..7] [--partitions N] [--duration 60s] [--faults all|none|LIST|schedule:S] [--moves 1] [--join 1] [--auto-rebalance 1]
 //!              [--schedule FILE] [--trace FILE]
 //! keel-sim replay TRACE
 //! keel-sim sweep --seeds A..B [--jobs 2] [--brokers ..] [--partitions ..] [--duration 60s] [--faults all] [--trace-dir DIR]
@@ -36,7 +36,7 @@ mod sim_main {
     use sim::schedule::Schedule;
 
     const USAGE: &str = "usage:
-  keel-sim run --seed N [--brokers 3..7 (5)] [--partitions N (8)] [--duration 60s] [--faults all|none|LIST|schedule:S] [--moves 1] [--join 1]
+  keel-sim run --seed N [--brokers 3..7 (5)] [--partitions N (8)] [--duration 60s] [--faults all|none|LIST|schedule:S] [--moves 1] [--join 1] [--auto-rebalance 1]
                [--schedule FILE] [--trace FILE (./sim-N.trace)]
   keel-sim replay TRACE [--trace NEW (./NAME.replay.trace)]
   keel-sim sweep --seeds A..B [--jobs 2] [--brokers 5] [--partitions 8] [--duration 60s] [--faults all] [--trace-dir DIR (.)]
