@@ -460,6 +460,27 @@ fn file_disk_log_round_trips() {
     }
 }
 
+/// A log whose disk lost power reads as a power failure, not as a damaged
+/// log: a corrupt record would blame data the crash never touched.
+#[test]
+fn reads_on_a_disk_that_lost_power_fail_as_power_failure() {
+    let disk = FaultyDisk::new(1);
+    let entry = |index| Entry { index, term: 1, data: vec![7; 100].into(), ..Default::default() };
+    let (mut log, _) = RaftLog::open(Arc::new(disk.clone()), PREFIX, LogConfig::default()).unwrap();
+    log.append(&(1..=5).map(entry).collect::<Vec<_>>()).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    // Reopened, so the entries are read from the disk, not a cache.
+    let (mut log, _) = RaftLog::open(Arc::new(disk.clone()), PREFIX, LogConfig::default()).unwrap();
+    disk.set_power_failure(Some(0));
+    assert!(log.append(&[entry(6)]).is_err());
+    assert!(disk.is_down());
+    match log.entries(1, 6, None) {
+        Err(raft_node::storage::LogError::Io { source, .. }) => assert_eq!(source.to_string(), "power failure"),
+        other => panic!("expected the power failure, got {other:?}"),
+    }
+}
+
 #[test]
 fn raft_log_is_send() {
     fn send<T: Send>() {}

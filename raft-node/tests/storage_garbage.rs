@@ -47,7 +47,7 @@ fn write_log(rng: &mut ChaCha8Rng, disk: &FaultyDisk) -> Vec<Entry> {
 /// Replaces a file's contents through the `Disk` trait.
 fn rewrite(disk: &FaultyDisk, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
     let mut file = disk.open(name).unwrap();
-    let mut bytes = vec![0; file.len() as usize];
+    let mut bytes = vec![0; file.len().unwrap() as usize];
     file.read_at(0, &mut bytes).unwrap();
     f(&mut bytes);
     file.truncate(0).unwrap();

@@ -446,6 +446,25 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Makes a client command whose output is cut short (`keel topic list | head
+/// -1`) end as any Unix filter does, killed by SIGPIPE without a word, where
+/// Rust's default (SIGPIPE ignored) turns the next print into a panic. Brokers
+/// keep that default: a closed log pipe must not kill one. Sockets never raise
+/// SIGPIPE either way (std sends with MSG_NOSIGNAL). Call before any thread
+/// starts: the disposition is process-wide.
+fn end_quietly_when_stdout_closes() {
+    // From the C library std links anyway; the libc crate would add a
+    // dependency for this one call. The crate is Unix-only (see FileDisk).
+    extern "C" {
+        fn signal(signum: std::ffi::c_int, handler: usize) -> usize;
+    }
+    const SIGPIPE: std::ffi::c_int = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: `signal` has this signature on every Unix, SIGPIPE is 13 and
+    // SIG_DFL is 0 on all of them, and no other thread exists yet.
+    unsafe { signal(SIGPIPE, SIG_DFL) };
+}
+
 /// `\t` and `\n` as typed on a command line, for --key-separator.
 fn unescape(s: &str) -> String {
     s.replace("\\t", "\t").replace("\\n", "\n")
@@ -458,6 +477,9 @@ fn outcome(ended: Result<Result<(), String>, tokio::task::JoinError>) -> Result<
 /// Parses the command line and runs it to completion.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Commands::Broker { .. } | Commands::Dev { .. }) {
+        end_quietly_when_stdout_closes();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -27,11 +27,12 @@ pub trait DiskFile: Send {
     fn sync(&mut self) -> io::Result<()>;
     /// Shrinks the file to `len` bytes; growing is an `InvalidInput` error.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
-    /// Current length, including unsynced appends.
-    fn len(&self) -> u64;
+    /// Current length, including unsynced appends. Fallible like every other
+    /// operation: a handle that cannot read must not report a length either.
+    fn len(&self) -> io::Result<u64>;
     /// Whether [`DiskFile::len`] is zero.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
     }
 }
 

@@ -85,6 +85,11 @@ impl FaultyDisk {
     /// crashes as in [`FaultyDisk::crash`] and every operation errors until
     /// `crash` is called. `None` disarms. This puts crashes *inside* a
     /// multi-step operation of the code under test.
+    ///
+    /// While down, every operation through any handle (`len` included) fails
+    /// with the power failure, as a dead machine answers nothing, not even
+    /// from its page cache; after the restart, handles from before it stay
+    /// stale (`NotFound`), as no process keeps its descriptors across a reboot.
     pub fn set_power_failure(&self, ops: Option<u64>) {
         self.lock().power_fails_in = ops;
     }
@@ -286,13 +291,8 @@ impl DiskFile for FaultyFile {
         })?
     }
 
-    fn len(&self) -> u64 {
-        // The length is in memory (the page cache), powered or not: a powerless
-        // disk must fail the read that follows as a power failure, not look
-        // empty, which reads as a torn record. A stale handle has no file:
-        // report it empty and let the next I/O error.
-        let state = self.disk.lock();
-        state.files.get(&self.name).filter(|file| file.id == self.id).map_or(0, |file| file.current.len() as u64)
+    fn len(&self) -> io::Result<u64> {
+        self.with_file(false, |file, _| file.current.len() as u64)
     }
 }
 
@@ -302,7 +302,7 @@ mod tests {
 
     fn contents(disk: &FaultyDisk, name: &str) -> Vec<u8> {
         let file = disk.open(name).unwrap();
-        let mut buf = vec![0; file.len() as usize];
+        let mut buf = vec![0; file.len().unwrap() as usize];
         file.read_at(0, &mut buf).unwrap();
         buf
     }
@@ -363,10 +363,19 @@ mod tests {
         assert_eq!(f.sync().unwrap_err().kind(), io::ErrorKind::Other);
         assert!(disk.is_down());
         assert!(disk.list().is_err() && disk.remove("f").is_err() && disk.open("g").is_err());
+        // The handle answers nothing either, its length included: a made-up
+        // length reads as a torn record, not as the power failure it is.
+        let mut buf = [0; 7];
+        for err in [f.len().unwrap_err(), f.read_at(0, &mut buf).unwrap_err()] {
+            assert_eq!(err.to_string(), power_failure().to_string());
+        }
         disk.crash();
         assert!(!disk.is_down());
         let got = contents(&disk, "f");
         assert!(got == b"durable" || got == b"durable lost?", "{got:?}");
-        assert!(f.append(b"x").is_err(), "handles from before the failure are stale");
+        // Handles from before the failure stay stale after the restart.
+        assert_eq!(f.len().unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(f.read_at(0, &mut buf).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(f.append(b"x").unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

@@ -112,8 +112,8 @@ impl DiskFile for RealFile {
         Ok(())
     }
 
-    fn len(&self) -> u64 {
-        self.len
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.len)
     }
 }
 
@@ -141,7 +141,7 @@ mod tests {
         disk.open("a").unwrap();
         assert_eq!(disk.list().unwrap(), vec!["a", "b"]);
         let b = disk.open("b").unwrap();
-        assert_eq!(b.len(), 6);
+        assert_eq!(b.len().unwrap(), 6);
         disk.remove("a").unwrap();
         assert!(disk.remove("a").is_err());
         assert_eq!(disk.list().unwrap(), vec!["b"]);

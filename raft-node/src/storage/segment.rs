@@ -55,6 +55,9 @@ pub(crate) struct Segment {
     pub(crate) last_index: u64,
     pub(crate) name: String,
     file: Box<dyn DiskFile>,
+    /// The file's length as this segment wrote it, so reads and sizes need not
+    /// ask a disk that may have lost power (which fails that question too).
+    len: u64,
     /// `(index, file position)` of the first record and then of a record at
     /// least `index_interval` bytes after the previous noted one.
     sparse: Vec<(u64, u64)>,
@@ -85,11 +88,11 @@ impl Segment {
         let mut file = disk.open(&name).map_err(io_err(&name))?;
         // Recovery removes every segment file it does not use, so this only
         // happens if that removal failed: start clean regardless.
-        if !file.is_empty() {
+        if !file.is_empty().map_err(io_err(&name))? {
             file.truncate(0).map_err(io_err(&name))?;
             file.sync().map_err(io_err(&name))?;
         }
-        Ok(Self { first_index, last_index: first_index - 1, name, file, sparse: Vec::new() })
+        Ok(Self { first_index, last_index: first_index - 1, name, file, len: 0, sparse: Vec::new() })
     }
 
     /// Opens an existing segment from its index file if that is valid and
@@ -103,7 +106,8 @@ impl Segment {
     ) -> Result<Recovered> {
         let name = segment_name(prefix, first_index);
         let file = disk.open(&name).map_err(io_err(&name))?;
-        let mut segment = Self { first_index, last_index: first_index - 1, name, file, sparse: Vec::new() };
+        let len = file.len().map_err(io_err(&name))?;
+        let mut segment = Self { first_index, last_index: first_index - 1, name, file, len, sparse: Vec::new() };
         if has_index_file {
             if let Some(runs) = segment.load_index_file(disk, prefix)? {
                 return Ok(Recovered { segment, runs, scanned: false, bad_record: None });
@@ -134,7 +138,7 @@ impl Segment {
     }
 
     pub(crate) fn bytes(&self) -> u64 {
-        self.file.len()
+        self.len
     }
 
     /// Records that the entry `index` starts at file position `pos`.
@@ -153,8 +157,13 @@ impl Segment {
         if let Err(e) = self.file.append(records) {
             // Best effort: if even this fails, recovery cuts the partial record.
             let _ = self.file.truncate(before);
+            // A handle that cannot tell its length fails every later operation too.
+            if let Ok(len) = self.file.len() {
+                self.len = len;
+            }
             return Err(io_err(&self.name)(e));
         }
+        self.len += records.len() as u64;
         for &(index, pos) in starts {
             debug_assert_eq!(index, self.last_index + 1);
             self.note(index, pos, index_interval);
@@ -172,6 +181,7 @@ impl Segment {
         debug_assert!(self.first_index <= index && index <= self.last_index);
         let pos = self.position_of(index)?;
         self.file.truncate(pos).map_err(io_err(&self.name))?;
+        self.len = pos;
         self.sparse.retain(|&(i, _)| i < index);
         self.last_index = index - 1;
         Ok(())
@@ -182,6 +192,7 @@ impl Segment {
     pub(crate) fn cut_bad_tail(&mut self, offset: u64) -> Result<()> {
         debug_assert!(self.sparse.last().is_none_or(|&(_, p)| p < offset));
         self.file.truncate(offset).map_err(io_err(&self.name))?;
+        self.len = offset;
         self.sync()
     }
 
@@ -281,7 +292,7 @@ impl Segment {
     fn load_index_file(&mut self, disk: &dyn Disk, prefix: &str) -> Result<Option<Vec<(u64, u64)>>> {
         let name = index_name(prefix, self.first_index);
         let file = disk.open(&name).map_err(io_err(&name))?;
-        let mut buf = vec![0; file.len() as usize];
+        let mut buf = vec![0; file.len().map_err(io_err(&name))? as usize];
         file.read_at(0, &mut buf).map_err(io_err(&name))?;
         let Some(split) = buf.len().checked_sub(4) else {
             return Ok(None);

@@ -40,7 +40,7 @@ impl SlotFile {
                     newest = Some((seq, payload));
                 }
                 Some(_) => {}
-                None if !file.is_empty() => nonempty_invalid += 1,
+                None if !file.is_empty().map_err(io_err(name))? => nonempty_invalid += 1,
                 None => {}
             }
         }
@@ -92,7 +92,7 @@ fn checksum(seq: u64, payload: &[u8]) -> u32 {
 /// value.
 fn read_slot(name: &str, file: &dyn DiskFile) -> Result<Option<(u64, Bytes)>> {
     for _ in 0..2 {
-        let mut buf = vec![0; file.len() as usize];
+        let mut buf = vec![0; file.len().map_err(io_err(name))? as usize];
         file.read_at(0, &mut buf).map_err(io_err(name))?;
         if let Some(valid) = parse(Bytes::from(buf)) {
             return Ok(Some(valid));
@@ -145,7 +145,7 @@ mod tests {
             let (mut slots, _) = SlotFile::open(&disk, "hs").unwrap();
             slots.write(b"vote for 3").unwrap();
             let mut f = disk.open(slot).unwrap();
-            let len = f.len();
+            let len = f.len().unwrap();
             f.truncate(len - 1).unwrap();
             f.sync().unwrap();
             let (_, value) = SlotFile::open(&disk, "hs").unwrap();

@@ -41,7 +41,7 @@ fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
 /// Rewrites a file through the `Disk` trait (which only appends).
 fn edit(disk: &FaultyDisk, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
     let mut file = disk.open(name).unwrap();
-    let mut bytes = vec![0; file.len() as usize];
+    let mut bytes = vec![0; file.len().unwrap() as usize];
     file.read_at(0, &mut bytes).unwrap();
     f(&mut bytes);
     file.truncate(0).unwrap();
@@ -190,12 +190,12 @@ fn a_committed_tail_record_damaged_is_an_error() {
     let name = active_segment_name(&log);
     drop(log);
     edit(&disk, &name, |b| b.truncate(b.len() - 1));
-    let len = disk.open(&name).unwrap().len();
+    let len = disk.open(&name).unwrap().len().unwrap();
     let err = RaftLog::open(Arc::new(disk.clone()), "p0-", LogConfig::default()).err().unwrap();
     // A bad record below the commit is damage, not a torn write.
     assert!(matches!(err, LogError::CorruptRecord { .. }), "{err}");
     // Refused before cutting anything: the evidence stays for an operator.
-    assert_eq!(disk.open(&name).unwrap().len(), len);
+    assert_eq!(disk.open(&name).unwrap().len().unwrap(), len);
 }
 
 #[test]
