@@ -17,11 +17,13 @@ pub async fn reassign(common: &Common, topic: &str, partition: i32, replicas: Op
 }
 
 /// Plans an even spread of replicas and preferred leaders over every
-/// registered broker and submits it (or only prints it).
+/// registered broker not draining (moving the draining ones' replicas off)
+/// and submits it (or only prints it).
 pub async fn rebalance(common: &Common, dry_run: bool) -> Result<(), String> {
     let mut client = connect(common).await?;
     let (brokers, current) = client.placement().await?;
-    let moves: Vec<Move> = plan::rebalance_moves(&brokers, &current).into_iter().map(Move::from).collect();
+    let draining = client.draining().await.map_err(|e| e.to_string())?;
+    let moves: Vec<Move> = plan::rebalance_moves(&brokers, &draining, &current).into_iter().map(Move::from).collect();
     submit(&mut client, common, &moves, dry_run).await
 }
 
