@@ -1,10 +1,11 @@
 //! Moving partition replicas as an administrator does: start or cancel
 //! moves (AlterPartitionReassignments), list those in progress
 //! (ListPartitionReassignments), set how fast moves copy
-//! (IncrementalAlterConfigs of the move throttle), read which brokers are
-//! draining (DescribeConfigs of `keel.broker.draining`), and take an
-//! emptied broker out of the cluster (UnregisterBroker), all answered by
-//! any broker through the metadata group.
+//! (IncrementalAlterConfigs of the move throttle), mark brokers draining
+//! and read the marks (IncrementalAlterConfigs and DescribeConfigs of
+//! `keel.broker.draining`), and take an emptied broker out of the cluster
+//! (UnregisterBroker), all answered by any broker through the metadata
+//! group.
 
 use std::collections::BTreeSet;
 
@@ -162,10 +163,30 @@ impl Client {
     /// Sets the move throttle of `broker` (`None`: every broker's default)
     /// to `bytes_per_sec` (0: no limit), or with `None` clears it.
     pub async fn set_move_throttle(&mut self, broker: Option<i32>, bytes_per_sec: Option<u64>) -> Result<(), Error> {
+        let value = bytes_per_sec.map(|rate| rate.to_string());
+        self.alter_broker_config(broker, LEADER_THROTTLED_RATE, value, "set the move throttle").await
+    }
+
+    /// Marks `broker` draining (no replica is placed on it; rebalances move
+    /// its replicas off), or clears the mark.
+    pub async fn set_draining(&mut self, broker: i32, draining: bool) -> Result<(), Error> {
+        let what = format!("mark broker {broker} {}", if draining { "draining" } else { "not draining" });
+        self.alter_broker_config(Some(broker), BROKER_DRAINING, draining.then(|| "true".into()), &what).await
+    }
+
+    /// Sets broker config `key` of `broker` (`None`: every broker's default)
+    /// to `value`, or with `None` deletes it.
+    async fn alter_broker_config(
+        &mut self,
+        broker: Option<i32>,
+        key: &'static str,
+        value: Option<String>,
+        what: &str,
+    ) -> Result<(), Error> {
         let config = AlterableConfig::default()
-            .with_name(StrBytes::from_static_str(LEADER_THROTTLED_RATE))
-            .with_config_operation(if bytes_per_sec.is_some() { OP_SET } else { OP_DELETE })
-            .with_value(bytes_per_sec.map(|rate| StrBytes::from_string(rate.to_string())));
+            .with_name(StrBytes::from_static_str(key))
+            .with_config_operation(if value.is_some() { OP_SET } else { OP_DELETE })
+            .with_value(value.map(StrBytes::from_string));
         let resource = AlterConfigsResource::default()
             .with_resource_type(RESOURCE_BROKER)
             .with_resource_name(StrBytes::from_string(broker.map(|b| b.to_string()).unwrap_or_default()))
@@ -176,10 +197,10 @@ impl Client {
         match response.responses.first() {
             Some(r) if r.error_code != 0 => {
                 let message = r.error_message.as_ref().map(|m| m.to_string());
-                Err(Error::kafka("set the move throttle".into(), r.error_code, message))
+                Err(Error::kafka(what.into(), r.error_code, message))
             }
             Some(_) => Ok(()),
-            None => Err(Error::kafka("set the move throttle".into(), -1, Some("no answer for the broker".into()))),
+            None => Err(Error::kafka(what.into(), -1, Some("no answer for the broker".into()))),
         }
     }
 
