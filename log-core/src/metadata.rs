@@ -36,6 +36,10 @@ pub use topic::{
     OFFSETS_TOPIC,
 };
 
+/// The broker config that marks a broker draining (`true`/`false`), set
+/// through IncrementalAlterConfigs; Keel's own, Kafka has none.
+pub const BROKER_DRAINING: &str = "keel.broker.draining";
+
 /// The most partitions one topic may have: each is a raft group, and one
 /// committed command must not be able to exhaust every broker's memory.
 pub const MAX_PARTITIONS: i32 = 10_000;
@@ -55,6 +59,8 @@ pub struct ClusterMetadata {
     removed: BTreeSet<BrokerId>,
     /// Move throttles set at run time.
     throttles: MoveThrottles,
+    /// Registered brokers being emptied for removal: never a planner's target.
+    draining: BTreeSet<BrokerId>,
     /// Derived from `topics` (not serialized): lookups by id, as Fetch v13+ does.
     names_by_id: BTreeMap<TopicId, String>,
 }
@@ -93,6 +99,16 @@ impl ClusterMetadata {
                 self.throttles.set(broker, bytes_per_sec);
                 Outcome::MoveThrottleSet { broker, bytes_per_sec }
             }
+            Command::SetDraining { broker, draining } => {
+                if !self.brokers.contains_key(&broker) {
+                    return Err(MetadataError::UnknownBroker(broker));
+                }
+                match draining {
+                    true => self.draining.insert(broker),
+                    false => self.draining.remove(&broker),
+                };
+                Outcome::DrainingSet { broker, draining }
+            }
         };
         self.epoch += 1;
         debug_assert_eq!(self.check(), Ok(()));
@@ -126,6 +142,7 @@ impl ClusterMetadata {
         self.brokers.remove(&id);
         self.producer_id_blocks.remove(&id);
         self.throttles.set(Some(id), None);
+        self.draining.remove(&id);
         self.removed.insert(id);
         Ok(Outcome::BrokerUnregistered { id })
     }
@@ -173,10 +190,14 @@ impl ClusterMetadata {
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(MetadataError::InvalidPartitions(partitions));
         }
-        let brokers: Vec<BrokerId> = self.brokers.keys().copied().collect();
+        let brokers = self.targets();
         let factor = usize::try_from(replication_factor).unwrap_or(0);
         if !(1..=brokers.len()).contains(&factor) {
-            return Err(MetadataError::InvalidReplicationFactor { factor: replication_factor, brokers: brokers.len() });
+            return Err(MetadataError::InvalidReplicationFactor {
+                factor: replication_factor,
+                brokers: brokers.len(),
+                draining: self.draining.iter().copied().collect(),
+            });
         }
         let config = TopicConfig::new(configs)?;
         // Its log is the offsets store: retention must never delete from it.
@@ -259,12 +280,22 @@ impl ClusterMetadata {
         })
     }
 
-    /// The number of commands accepted so far.
     /// Move throttles set at run time.
     pub fn move_throttles(&self) -> &MoveThrottles {
         &self.throttles
     }
 
+    /// The brokers marked draining, by ascending id.
+    pub fn draining(&self) -> &BTreeSet<BrokerId> {
+        &self.draining
+    }
+
+    /// The brokers new replicas may go to: the registered ones not draining.
+    fn targets(&self) -> Vec<BrokerId> {
+        plan::targets(self.brokers.keys().copied(), &self.draining)
+    }
+
+    /// The number of commands accepted so far.
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -517,6 +548,30 @@ mod tests {
     }
 
     #[test]
+    fn new_topics_avoid_draining_brokers() {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2, 3] {
+            m.apply(register(id)).unwrap();
+        }
+        let before = m.clone();
+        let unknown = m.apply(Command::SetDraining { broker: 9, draining: true });
+        assert_eq!(unknown, Err(MetadataError::UnknownBroker(9)));
+        assert_eq!(m, before);
+        m.apply(Command::SetDraining { broker: 2, draining: true }).unwrap();
+        assert_eq!(ClusterMetadata::decode(&m.encode()).unwrap(), m, "the mark survives a snapshot");
+
+        m.apply(create("t", 1, 4, 2)).unwrap();
+        assert!(m.partitions("t").unwrap().iter().all(|p| p.replicas() == [1, 3] || p.replicas() == [3, 1]));
+        let refused = m.apply(create("u", 2, 1, 3)).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InvalidReplicationFactor);
+        assert!(refused.to_string().ends_with("1..=2 (the registered brokers not draining; draining: 2)"), "{refused}");
+
+        m.apply(Command::SetDraining { broker: 2, draining: false }).unwrap();
+        m.apply(create("u", 2, 1, 3)).unwrap();
+        assert!(m.draining().is_empty());
+    }
+
+    #[test]
     fn registrations_from_before_raft_addresses_still_decode() {
         let old = br#"{"RegisterBroker":{"id":1,"host":"h","port":9092,"rack":null}}"#;
         let command = Command::decode(old).expect("an old command decodes");
@@ -524,6 +579,7 @@ mod tests {
         let mut m = ClusterMetadata::default();
         m.apply(command).unwrap();
         let state = String::from_utf8(m.encode()).unwrap();
-        assert!(!state.contains("raft") && !state.contains("removed"), "encoded as before: {state}");
+        let new = ["raft", "removed", "throttles", "draining"];
+        assert!(new.iter().all(|field| !state.contains(field)), "encoded as before: {state}");
     }
 }

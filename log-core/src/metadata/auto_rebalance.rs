@@ -1,7 +1,8 @@
 //! The automatic rebalance (`[moves] auto_rebalance`): the moves the
 //! metadata group's leader proposes by itself, from the committed metadata.
 //! They are `keel cluster rebalance`'s plan: `plan::rebalance_moves` over
-//! every registered broker and every partition, `__consumer_offsets`
+//! every registered broker not draining (a draining broker's replicas move
+//! off; an empty one stays empty) and every partition, `__consumer_offsets`
 //! included (its replicas copy data and lead groups as any topic's do).
 
 use super::plan::{self, Placement};
@@ -34,7 +35,7 @@ impl ClusterMetadata {
             return Vec::new();
         }
         let brokers: Vec<_> = self.brokers.keys().copied().collect();
-        plan::rebalance_moves(&brokers, &self.placements())
+        plan::rebalance_moves(&brokers, &self.draining, &self.placements())
             .into_iter()
             .map(|m| Command::ReassignPartition { topic: m.topic, partition: m.partition, replicas: Some(m.replicas) })
             .collect()
@@ -118,6 +119,40 @@ mod tests {
         assert_eq!(loads.values().sum::<usize>(), 27);
         assert!(loads.values().all(|&n| (6..=7).contains(&n)), "even over 4 brokers: {loads:?}");
         assert_eq!(m.auto_rebalance(), [], "once even, it stays");
+    }
+
+    #[test]
+    fn a_draining_broker_is_emptied_and_never_refilled() {
+        let mut m = cluster();
+        m.apply(register(4)).unwrap();
+        for command in m.auto_rebalance() {
+            m.apply(command).unwrap();
+        }
+        carry_out(&mut m);
+        assert!(loads(&m)[&4] > 0, "broker 4 took its share");
+
+        m.apply(Command::SetDraining { broker: 4, draining: true }).unwrap();
+        let commands = m.auto_rebalance();
+        let onto_4 = |c: &Command| matches!(c, Command::ReassignPartition { replicas: Some(r), .. } if r.contains(&4));
+        assert!(!commands.is_empty() && !commands.iter().any(onto_4), "{commands:?}");
+        for command in commands {
+            m.apply(command).unwrap();
+        }
+        carry_out(&mut m);
+        assert_eq!(loads(&m)[&4], 0, "broker 4 emptied");
+        assert_eq!(m.auto_rebalance(), [], "the next look leaves it empty");
+        m.apply(Command::UnregisterBroker { id: 4 }).unwrap();
+        assert!(m.draining().is_empty(), "the mark goes with the broker");
+    }
+
+    #[test]
+    fn clearing_the_mark_makes_the_broker_a_target_again() {
+        let mut m = cluster();
+        m.apply(register(4)).unwrap();
+        m.apply(Command::SetDraining { broker: 4, draining: true }).unwrap();
+        assert_eq!(m.auto_rebalance(), [], "an empty draining broker is not filled");
+        m.apply(Command::SetDraining { broker: 4, draining: false }).unwrap();
+        assert!(!m.auto_rebalance().is_empty());
     }
 
     #[test]

@@ -74,6 +74,13 @@ pub enum Command {
         broker: Option<BrokerId>,
         bytes_per_sec: Option<u64>,
     },
+    /// Marks a registered broker draining (or clears the mark): no planner
+    /// puts a replica on it, and rebalances move its replicas off, so that a
+    /// decommissioned broker stays empty until it is removed.
+    SetDraining {
+        broker: BrokerId,
+        draining: bool,
+    },
 }
 
 /// Bytes that are not an encoded command or state.
@@ -135,5 +142,9 @@ pub enum Outcome {
     MoveThrottleSet {
         broker: Option<BrokerId>,
         bytes_per_sec: Option<u64>,
+    },
+    DrainingSet {
+        broker: BrokerId,
+        draining: bool,
     },
 }

@@ -1,7 +1,7 @@
 //! Why the metadata machine rejects a command, and the Kafka code for it.
 
 use super::config::ConfigError;
-use super::topic::TopicId;
+use super::topic::{BrokerId, TopicId};
 use crate::ErrorCode;
 
 /// A rejected command. Rejection changes nothing.
@@ -21,8 +21,8 @@ pub enum MetadataError {
     TopicIdInUse { id: TopicId, existing: String },
     #[error("invalid partition count {0}")]
     InvalidPartitions(i32),
-    #[error("replication factor {factor} is not within 1..={brokers} (the registered brokers)")]
-    InvalidReplicationFactor { factor: i16, brokers: usize },
+    #[error("replication factor {factor} is not within 1..={brokers} (the registered brokers{})", not_draining(.draining))]
+    InvalidReplicationFactor { factor: i16, brokers: usize, draining: Vec<BrokerId> },
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
     #[error("topic {name:?} is internal: {reason}")]
@@ -30,11 +30,11 @@ pub enum MetadataError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     #[error("broker {broker} still holds a replica of {topic:?} partition {partition}: move it off first (keel cluster decommission)")]
-    BrokerInUse { broker: super::topic::BrokerId, topic: String, partition: i32 },
+    BrokerInUse { broker: BrokerId, topic: String, partition: i32 },
     #[error("broker {0} was removed from the cluster; a new broker needs a new id")]
-    BrokerRemoved(super::topic::BrokerId),
+    BrokerRemoved(BrokerId),
     #[error("broker {0} is not registered")]
-    UnknownBroker(super::topic::BrokerId),
+    UnknownBroker(BrokerId),
     #[error("producer ids are exhausted")]
     ProducerIdsExhausted,
     #[error("topic {topic:?} has no partition {partition}")]
@@ -46,9 +46,20 @@ pub enum MetadataError {
     #[error("no such reassignment of the partition is in progress")]
     NoReassignmentInProgress,
     #[error("broker {0} has not yet deleted the replica a move took off it")]
-    ReplicaLeaving(super::topic::BrokerId),
+    ReplicaLeaving(BrokerId),
     #[error("broker {0} has no replica of the partition to delete")]
-    NotLeaving(super::topic::BrokerId),
+    NotLeaving(BrokerId),
+}
+
+/// Names the draining brokers a replication factor could not count on.
+fn not_draining(draining: &[BrokerId]) -> String {
+    match draining {
+        [] => String::new(),
+        ids => {
+            let ids: Vec<String> = ids.iter().map(BrokerId::to_string).collect();
+            format!(" not draining; draining: {}", ids.join(", "))
+        }
+    }
 }
 
 impl MetadataError {

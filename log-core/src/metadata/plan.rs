@@ -1,9 +1,11 @@
 //! Planning moves of partition replicas: an even spread over the brokers
 //! (rebalance), or every replica off one broker (decommission). Pure: the
 //! plans are computed from the replica lists alone, and moving as little as
-//! they can, since every moved replica copies the partition's log.
+//! they can, since every moved replica copies the partition's log. A
+//! draining broker is never a target: left out of `brokers`, its replicas
+//! are moved off and none is moved on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -28,18 +30,27 @@ pub fn changes(current: &[Placement], planned: Vec<Vec<BrokerId>>) -> Vec<Placem
         .collect()
 }
 
-/// The moves of `rebalance` over `brokers`, planned over every partition in
-/// `current` at once (a spread per topic would still pile replicas up).
-pub fn rebalance_moves(brokers: &[BrokerId], current: &[Placement]) -> Vec<Placement> {
-    let lists: Vec<Vec<BrokerId>> = current.iter().map(|p| p.replicas.clone()).collect();
-    changes(current, rebalance(brokers, &lists))
+/// The brokers of `brokers` that may take replicas: those not `draining`.
+pub fn targets(brokers: impl IntoIterator<Item = BrokerId>, draining: &BTreeSet<BrokerId>) -> Vec<BrokerId> {
+    brokers.into_iter().filter(|b| !draining.contains(b)).collect()
 }
 
-/// Replicas per broker over `brokers` (every one listed, even with none).
+/// The moves of `rebalance` over the `brokers` not `draining`, planned over
+/// every partition in `current` at once (a spread per topic would still pile
+/// replicas up).
+pub fn rebalance_moves(brokers: &[BrokerId], draining: &BTreeSet<BrokerId>, current: &[Placement]) -> Vec<Placement> {
+    let lists: Vec<Vec<BrokerId>> = current.iter().map(|p| p.replicas.clone()).collect();
+    changes(current, rebalance(&targets(brokers.iter().copied(), draining), &lists))
+}
+
+/// Replicas per broker of `brokers` (every one listed, even with none; the
+/// others' replicas uncounted: they are never a target).
 fn loads(brokers: &[BrokerId], partitions: &[Vec<BrokerId>]) -> BTreeMap<BrokerId, usize> {
     let mut loads: BTreeMap<BrokerId, usize> = brokers.iter().map(|&b| (b, 0)).collect();
     for replica in partitions.iter().flatten() {
-        *loads.entry(*replica).or_default() += 1;
+        if let Some(n) = loads.get_mut(replica) {
+            *n += 1;
+        }
     }
     loads
 }
@@ -55,7 +66,8 @@ pub fn rebalance(brokers: &[BrokerId], partitions: &[Vec<BrokerId>]) -> Vec<Vec<
     if brokers.is_empty() {
         return plan;
     }
-    for gone in loads(brokers, partitions).into_keys().filter(|b| !brokers.contains(b)) {
+    let gone: BTreeSet<BrokerId> = partitions.iter().flatten().copied().filter(|b| !brokers.contains(b)).collect();
+    for gone in gone {
         plan = decommission(brokers, &plan, gone).unwrap_or(plan);
     }
     let mut loads = loads(brokers, &plan);
@@ -97,7 +109,7 @@ fn balance_leaders(plan: &mut [Vec<BrokerId>]) {
 }
 
 /// The replica lists with every replica on `broker` replaced by the least
-/// loaded other broker of `brokers` the partition lacks (same position, so
+/// loaded other broker of `brokers` (only those) the partition lacks (same position, so
 /// a preferred leader is replaced by its successor). `Err` names a partition
 /// (by index) that has no such broker.
 pub fn decommission(
@@ -175,9 +187,35 @@ mod tests {
         let planned = vec![vec![1, 2], vec![3, 2], vec![3, 4]];
         assert_eq!(changes(&current, planned), [at(1, &[3, 2]), at(2, &[3, 4])]);
         let even = [at(0, &[1, 2]), at(1, &[2, 3]), at(2, &[3, 1])];
-        assert_eq!(rebalance_moves(&[1, 2, 3], &even), []);
-        let moves = rebalance_moves(&[1, 2, 3, 4], &even);
+        let none = BTreeSet::new();
+        assert_eq!(rebalance_moves(&[1, 2, 3], &none, &even), []);
+        let moves = rebalance_moves(&[1, 2, 3, 4], &none, &even);
         assert!(moves.iter().any(|m| m.replicas.contains(&4)), "the new broker takes a replica: {moves:?}");
+    }
+
+    #[test]
+    fn a_draining_broker_is_emptied_and_never_filled() {
+        let at = |partition: i32, replicas: &[BrokerId]| Placement {
+            topic: "t".into(),
+            partition,
+            replicas: replicas.to_vec(),
+        };
+        let current: Vec<Placement> = (0..8).map(|p| at(p, &[p % 4 + 1, (p + 1) % 4 + 1])).collect();
+        let draining = BTreeSet::from([4]);
+        let moves = rebalance_moves(&[1, 2, 3, 4], &draining, &current);
+        let mut after: Vec<Vec<BrokerId>> = current.iter().map(|p| p.replicas.clone()).collect();
+        for m in &moves {
+            after[m.partition as usize] = m.replicas.clone();
+        }
+        assert!(after.iter().all(|r| !r.contains(&4) && r.len() == 2), "{after:?}");
+        assert_eq!(spread(&[1, 2, 3], &after), (5, 6), "even over the others");
+        let settled: Vec<Placement> = after.iter().enumerate().map(|(p, r)| at(p as i32, r)).collect();
+        assert_eq!(rebalance_moves(&[1, 2, 3, 4], &draining, &settled), [], "emptied, it stays empty");
+
+        // Another draining broker is no place for a decommissioned one's replicas.
+        let before = [vec![3, 1], vec![4, 5], vec![2, 1], vec![2, 1]];
+        let plan = decommission(&[1, 2], &before, 3).unwrap();
+        assert_eq!(plan[0], [2, 1], "not onto the least loaded broker 4, unlisted");
     }
 
     #[test]

@@ -27,6 +27,8 @@ struct StateRef<'a> {
     removed: &'a BTreeSet<BrokerId>,
     #[serde(skip_serializing_if = "MoveThrottles::is_empty")]
     throttles: &'a MoveThrottles,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    draining: &'a BTreeSet<BrokerId>,
 }
 
 /// The same fields read back, unchecked: topics and assignments exist only
@@ -47,6 +49,9 @@ struct State {
     /// Absent from states written before throttles could be set, and when none is.
     #[serde(default)]
     throttles: MoveThrottles,
+    /// Absent from states written before brokers could drain, and when none does.
+    #[serde(default)]
+    draining: BTreeSet<BrokerId>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +105,7 @@ impl Serialize for ClusterMetadata {
             producer_id_blocks: &self.producer_id_blocks,
             removed: &self.removed,
             throttles: &self.throttles,
+            draining: &self.draining,
         }
         .serialize(serializer)
     }
@@ -107,7 +113,7 @@ impl Serialize for ClusterMetadata {
 
 impl<'de> Deserialize<'de> for ClusterMetadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed, throttles } =
+        let State { epoch, brokers, topics, next_producer_id, producer_id_blocks, removed, throttles, draining } =
             State::deserialize(deserializer)?;
         let topics: BTreeMap<String, Topic> = topics.into_iter().map(|(name, t)| (name, t.into())).collect();
         let names_by_id = topics.iter().map(|(name, t)| (t.id, name.clone())).collect();
@@ -119,6 +125,7 @@ impl<'de> Deserialize<'de> for ClusterMetadata {
             producer_id_blocks,
             removed,
             throttles,
+            draining,
             names_by_id,
         };
         state.check().map_err(serde::de::Error::custom)?;
@@ -147,6 +154,9 @@ impl ClusterMetadata {
         }
         if let Some(b) = self.throttles.brokers.keys().find(|b| !self.brokers.contains_key(b)) {
             return Err(format!("a move throttle for unregistered broker {b}"));
+        }
+        if let Some(b) = self.draining.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(format!("unregistered broker {b} is draining"));
         }
         let unified: BTreeSet<Vec<u8>> = self.topics.keys().map(|name| topic::unified(name)).collect();
         if unified.len() != self.topics.len() {

@@ -121,6 +121,11 @@ pub enum Op {
         broker: Option<Broker8>,
         bytes_per_sec: Option<Rate>,
     },
+    /// Marks a broker draining, or clears the mark.
+    Drain {
+        broker: Broker8,
+        draining: bool,
+    },
     /// Completes the move in progress when `current` (the model supplies its
     /// target), else reports `other`.
     Complete {
@@ -213,6 +218,7 @@ pub fn command(op: &Op) -> Command {
         Op::Throttle { broker, bytes_per_sec } => {
             Command::SetMoveThrottle { broker: broker.map(|b| b.0), bytes_per_sec: bytes_per_sec.map(|r| r.0) }
         }
+        Op::Drain { broker, draining } => Command::SetDraining { broker: broker.0, draining: *draining },
     }
 }
 
@@ -283,6 +289,8 @@ struct Model {
     removed: Vec<BrokerId>,
     /// Move throttles set: (broker, bytes per second), broker `None` the default.
     throttles: Vec<(Option<BrokerId>, u64)>,
+    /// Brokers marked draining, in the order marked.
+    draining: Vec<BrokerId>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -335,6 +343,7 @@ impl Model {
                 self.brokers.retain(|b| b.id != *id);
                 self.topics.iter_mut().flat_map(|t| t.leaving.iter_mut()).for_each(|l| l.retain(|b| b != id));
                 self.throttles.retain(|(b, _)| *b != Some(*id));
+                self.draining.retain(|b| b != id);
                 self.removed.push(*id);
             }
             Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
@@ -357,7 +366,7 @@ impl Model {
                 if *partitions < 1 || *partitions > 10_000 {
                     return Err(ErrorCode::InvalidPartitions);
                 }
-                if *replication_factor < 1 || *replication_factor as usize > self.brokers.len() {
+                if *replication_factor < 1 || *replication_factor as usize > self.target_ids().len() {
                     return Err(ErrorCode::InvalidReplicationFactor);
                 }
                 if !configs.iter().all(|(k, v)| valid_config(k, v)) {
@@ -456,27 +465,38 @@ impl Model {
                 self.throttles.retain(|(b, _)| b != broker);
                 self.throttles.extend(bytes_per_sec.map(|rate| (*broker, rate)));
             }
+            Command::SetDraining { broker, draining } => {
+                if !self.brokers.iter().any(|b| b.id == *broker) {
+                    return Err(ErrorCode::UnknownServerError);
+                }
+                self.draining.retain(|b| b != broker);
+                if *draining {
+                    self.draining.push(*broker);
+                }
+            }
         }
         self.epoch += 1;
         Ok(())
     }
 
-    fn sorted_broker_ids(&self) -> Vec<BrokerId> {
-        let mut ids: Vec<BrokerId> = self.brokers.iter().map(|b| b.id).collect();
+    /// The registered brokers new replicas may go to (not draining), sorted.
+    fn target_ids(&self) -> Vec<BrokerId> {
+        let mut ids: Vec<BrokerId> =
+            self.brokers.iter().map(|b| b.id).filter(|id| !self.draining.contains(id)).collect();
         ids.sort();
         ids
     }
 }
 
-/// The new topic's assignment, brute force: sizes, distinct registered
-/// replicas, leaders and replicas balanced, and the leader rotation continuing
+/// The new topic's assignment, brute force: sizes, distinct replicas on
+/// `brokers` (the registered ones not draining), leaders and replicas balanced, and the leader rotation continuing
 /// from the partitions assigned before (`assigned_before`).
 fn check_assignment(brokers: &[BrokerId], assignment: &[Vec<BrokerId>], rf: usize, assigned_before: usize) {
     let (p, b) = (assignment.len(), brokers.len());
     for replicas in assignment {
         assert_eq!(replicas.len(), rf);
         for (i, r) in replicas.iter().enumerate() {
-            assert!(brokers.contains(r), "replica on unregistered broker {r}");
+            assert!(brokers.contains(r), "replica on unregistered or draining broker {r}");
             assert!(!replicas[..i].contains(r), "broker {r} twice in {replicas:?}");
         }
     }
@@ -569,6 +589,7 @@ fn compare(machine: &ClusterMetadata, model: &Model) {
     let set = |broker: Option<BrokerId>| model.throttles.iter().find(|(b, _)| *b == broker).map(|(_, rate)| *rate);
     for broker in -1..8 {
         assert_eq!(machine.move_throttles().of(broker), set(Some(broker)).or(set(None)), "broker {broker}'s throttle");
+        assert_eq!(machine.draining().contains(&broker), model.draining.contains(&broker), "broker {broker} draining");
     }
 }
 
@@ -593,7 +614,7 @@ pub fn run(ops: &[Op], restore_at: usize) {
         let decoded = Command::decode(&bytes).expect("an encoded command decodes");
         assert_eq!(decoded, command);
 
-        let brokers_before = model.sorted_broker_ids();
+        let targets_before = model.target_ids();
         let assigned_before: usize = model.topics.iter().map(|t| t.partitions).sum();
         let deleted = match &command {
             Command::DeleteTopic { name } => machine.topic(name).cloned(),
@@ -624,7 +645,7 @@ pub fn run(ops: &[Op], restore_at: usize) {
                 assert_eq!((&name, &id), (asked, asked_id));
                 let topic = model.topics.last_mut().expect("model created it too");
                 topic.assignment = assignment(&machine, &name);
-                check_assignment(&brokers_before, &topic.assignment, topic.replication_factor, assigned_before);
+                check_assignment(&targets_before, &topic.assignment, topic.replication_factor, assigned_before);
             }
             (Ok(Outcome::TopicDeleted { name, topic }), Command::DeleteTopic { name: asked }) => {
                 assert_eq!((&name, Some(topic)), (asked, deleted));
@@ -660,6 +681,9 @@ pub fn run(ops: &[Op], restore_at: usize) {
                 Command::SetMoveThrottle { broker: b, bytes_per_sec: r },
             ) => {
                 assert_eq!((broker, bytes_per_sec), (*b, *r));
+            }
+            (Ok(Outcome::DrainingSet { broker, draining }), Command::SetDraining { broker: b, draining: d }) => {
+                assert_eq!((broker, draining), (*b, *d));
             }
             (Ok(outcome), command) => panic!("{outcome:?} for {command:?}"),
         }

@@ -17,27 +17,54 @@ pub async fn reassign(common: &Common, topic: &str, partition: i32, replicas: Op
 }
 
 /// Plans an even spread of replicas and preferred leaders over every
-/// registered broker and submits it (or only prints it).
+/// registered broker not draining (moving the draining ones' replicas off)
+/// and submits it (or only prints it).
 pub async fn rebalance(common: &Common, dry_run: bool) -> Result<(), String> {
     let mut client = connect(common).await?;
     let (brokers, current) = client.placement().await?;
-    let moves: Vec<Move> = plan::rebalance_moves(&brokers, &current).into_iter().map(Move::from).collect();
+    let draining = client.draining().await.map_err(|e| e.to_string())?;
+    let moves: Vec<Move> = plan::rebalance_moves(&brokers, &draining, &current).into_iter().map(Move::from).collect();
     submit(&mut client, common, &moves, dry_run).await
 }
 
-/// Moves every replica off broker `broker`.
+/// Marks broker `broker` draining, so that no rebalance (the automatic one
+/// included) nor new topic puts a replica back on it, then moves every
+/// replica off it onto brokers not draining. A dry run marks nothing.
 pub async fn decommission(common: &Common, broker: i32, dry_run: bool) -> Result<(), String> {
     let mut client = connect(common).await?;
-    let (brokers, current) = client.placement().await?;
+    let brokers: Vec<i32> = client.metadata().await.map_err(|e| e.to_string())?.brokers.keys().copied().collect();
     if !brokers.contains(&broker) {
         return Err(format!("broker {broker} is not registered (brokers: {})", ids(&brokers)));
     }
+    if !dry_run {
+        client.set_draining(broker, true).await.map_err(|e| e.to_string())?;
+        if !common.json {
+            println!("broker {broker} marked draining (undo: keel cluster decommission {broker} --undo)");
+        }
+    }
+    // The automatic rebalance, if on, may already be moving its replicas off.
+    let marked = |e: String| if dry_run { e } else { format!("broker {broker} is marked draining; its moves: {e}") };
+    let (brokers, current) = client.placement().await.map_err(marked)?;
+    let mut draining = client.draining().await.map_err(|e| e.to_string())?;
+    draining.insert(broker);
     let lists: Vec<Vec<i32>> = current.iter().map(|p| p.replicas.clone()).collect();
-    let planned = plan::decommission(&brokers, &lists, broker).map_err(|p| {
+    let planned = plan::decommission(&plan::targets(brokers, &draining), &lists, broker).map_err(|p| {
         let Placement { topic, partition, replicas } = &current[p];
-        format!("no other broker can take {topic}/{partition} (replicas {})", ids(replicas))
+        format!("no broker that is not draining can take {topic}/{partition} (replicas {})", ids(replicas))
     })?;
     submit(&mut client, common, &moves_between(&current, planned), dry_run).await
+}
+
+/// Clears broker `broker`'s draining mark: it may take replicas again (the
+/// next rebalance gives it its share). Moves nothing back by itself.
+pub async fn undo_decommission(common: &Common, broker: i32) -> Result<(), String> {
+    let mut client = connect(common).await?;
+    client.set_draining(broker, false).await.map_err(|e| e.to_string())?;
+    match common.json {
+        true => println!("{}", json!({"broker": broker, "draining": false})),
+        false => println!("broker {broker} no longer draining; `keel cluster rebalance` gives it replicas again"),
+    }
+    Ok(())
 }
 
 /// Sets (or with `None` clears) the move throttle of `broker`, or of every broker.

@@ -216,7 +216,7 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Spread replicas and preferred leaders evenly over every registered broker, moving as few as needed.
+    /// Spread replicas and preferred leaders evenly over every registered broker not draining, moving as few as needed.
     Rebalance {
         /// Print the plan without submitting it.
         #[arg(long)]
@@ -224,12 +224,16 @@ enum ClusterCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Move every replica off a broker (before it is taken away).
+    /// Mark a broker draining (no replica is placed on it again, by rebalances
+    /// automatic or not, nor by new topics) and move every replica off it, before it is taken away.
     Decommission {
         id: i32,
-        /// Print the plan without submitting it.
+        /// Print the plan without marking the broker or submitting the moves.
         #[arg(long)]
         dry_run: bool,
+        /// Clear the draining mark instead: the broker may take replicas again (nothing moves back by itself).
+        #[arg(long, conflicts_with = "dry_run")]
+        undo: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -418,7 +422,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 cluster::reassign(&common, &topic, partition, replicas).await
             }
             ClusterCommand::Rebalance { dry_run, common } => cluster::rebalance(&common, dry_run).await,
-            ClusterCommand::Decommission { id, dry_run, common } => cluster::decommission(&common, id, dry_run).await,
+            ClusterCommand::Decommission { id, undo: true, common, .. } => {
+                cluster::undo_decommission(&common, id).await
+            }
+            ClusterCommand::Decommission { id, dry_run, common, .. } => {
+                cluster::decommission(&common, id, dry_run).await
+            }
             ClusterCommand::RemoveBroker { id, common } => cluster::remove_broker(&common, id).await,
             ClusterCommand::Throttle { bytes_per_sec, clear: _, broker, common } => {
                 cluster::throttle(&common, broker, bytes_per_sec).await

@@ -157,6 +157,7 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
     groups.extend(cluster.topics.values().flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition))));
     let quorums = client.describe_quorum(&groups).await.map_err(|e| e.to_string())?;
     let moves = client.reassignments().await.map_err(|e| e.to_string())?;
+    let draining = client.draining().await.map_err(|e| e.to_string())?;
     let quorum = |topic: &str, partition: i32| match quorums.get(&(topic.to_string(), partition)) {
         Some(answer) => answer.as_ref().map_err(String::as_str),
         None => Err("not described"),
@@ -170,7 +171,10 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
         let brokers: Vec<_> = cluster
             .brokers
             .values()
-            .map(|b| json!({"id": b.id, "address": b.addr(), "rack": b.rack, "controller": cluster.controller == Some(b.id)}))
+            .map(|b| {
+                json!({"id": b.id, "address": b.addr(), "rack": b.rack, "controller": cluster.controller == Some(b.id),
+                       "draining": draining.contains(&b.id)})
+            })
             .collect();
         let topics: Vec<_> = cluster
             .topics
@@ -199,8 +203,10 @@ pub async fn cluster_status(common: &Common) -> Result<(), String> {
         .brokers
         .values()
         .map(|b| {
-            let role = if cluster.controller == Some(b.id) { "controller" } else { "" };
-            vec![b.id.to_string(), b.addr(), role.to_string()]
+            let controller = (cluster.controller == Some(b.id)).then_some("controller");
+            let role: Vec<&str> =
+                controller.into_iter().chain(draining.contains(&b.id).then_some("draining")).collect();
+            vec![b.id.to_string(), b.addr(), role.join(", ")]
         })
         .collect();
     print!("{}", table(&["BROKER", "ADDRESS", "ROLE"], &rows));

@@ -1,23 +1,29 @@
 //! Moving partition replicas as an administrator does: start or cancel
 //! moves (AlterPartitionReassignments), list those in progress
 //! (ListPartitionReassignments), set how fast moves copy
-//! (IncrementalAlterConfigs of the move throttle), and take an emptied
-//! broker out of the cluster (UnregisterBroker), all answered by any broker
-//! through the metadata group.
+//! (IncrementalAlterConfigs of the move throttle), mark brokers draining
+//! and read the marks (IncrementalAlterConfigs and DescribeConfigs of
+//! `keel.broker.draining`), and take an emptied broker out of the cluster
+//! (UnregisterBroker), all answered by any broker through the metadata
+//! group.
+
+use std::collections::BTreeSet;
 
 use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
-    UnregisterBrokerRequest, UnregisterBrokerResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use log_core::metadata::plan::{self, Placement};
-use log_core::metadata::LEADER_THROTTLED_RATE;
+use log_core::metadata::{BROKER_DRAINING, LEADER_THROTTLED_RATE};
 use serde::Serialize;
 
-use super::{topic_name, Client, Error};
+use super::{str_bytes, topic_name, Client, Error, DESCRIBE_CONFIGS_VERSION};
 
 const ALTER_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
 const LIST_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
@@ -157,10 +163,30 @@ impl Client {
     /// Sets the move throttle of `broker` (`None`: every broker's default)
     /// to `bytes_per_sec` (0: no limit), or with `None` clears it.
     pub async fn set_move_throttle(&mut self, broker: Option<i32>, bytes_per_sec: Option<u64>) -> Result<(), Error> {
+        let value = bytes_per_sec.map(|rate| rate.to_string());
+        self.alter_broker_config(broker, LEADER_THROTTLED_RATE, value, "set the move throttle").await
+    }
+
+    /// Marks `broker` draining (no replica is placed on it; rebalances move
+    /// its replicas off), or clears the mark.
+    pub async fn set_draining(&mut self, broker: i32, draining: bool) -> Result<(), Error> {
+        let what = format!("mark broker {broker} {}", if draining { "draining" } else { "not draining" });
+        self.alter_broker_config(Some(broker), BROKER_DRAINING, draining.then(|| "true".into()), &what).await
+    }
+
+    /// Sets broker config `key` of `broker` (`None`: every broker's default)
+    /// to `value`, or with `None` deletes it.
+    async fn alter_broker_config(
+        &mut self,
+        broker: Option<i32>,
+        key: &'static str,
+        value: Option<String>,
+        what: &str,
+    ) -> Result<(), Error> {
         let config = AlterableConfig::default()
-            .with_name(StrBytes::from_static_str(LEADER_THROTTLED_RATE))
-            .with_config_operation(if bytes_per_sec.is_some() { OP_SET } else { OP_DELETE })
-            .with_value(bytes_per_sec.map(|rate| StrBytes::from_string(rate.to_string())));
+            .with_name(StrBytes::from_static_str(key))
+            .with_config_operation(if value.is_some() { OP_SET } else { OP_DELETE })
+            .with_value(value.map(StrBytes::from_string));
         let resource = AlterConfigsResource::default()
             .with_resource_type(RESOURCE_BROKER)
             .with_resource_name(StrBytes::from_string(broker.map(|b| b.to_string()).unwrap_or_default()))
@@ -171,11 +197,49 @@ impl Client {
         match response.responses.first() {
             Some(r) if r.error_code != 0 => {
                 let message = r.error_message.as_ref().map(|m| m.to_string());
-                Err(Error::kafka("set the move throttle".into(), r.error_code, message))
+                Err(Error::kafka(what.into(), r.error_code, message))
             }
             Some(_) => Ok(()),
-            None => Err(Error::kafka("set the move throttle".into(), -1, Some("no answer for the broker".into()))),
+            None => Err(Error::kafka(what.into(), -1, Some("no answer for the broker".into()))),
         }
+    }
+
+    /// The registered brokers marked draining: those whose DescribeConfigs
+    /// shows `keel.broker.draining` true.
+    pub async fn draining(&mut self) -> Result<BTreeSet<i32>, Error> {
+        let brokers: Vec<i32> = self.metadata().await?.brokers.keys().copied().collect();
+        let resources = brokers
+            .iter()
+            .map(|b| {
+                DescribeConfigsResource::default()
+                    .with_resource_type(RESOURCE_BROKER)
+                    .with_resource_name(str_bytes(&b.to_string()))
+                    .with_configuration_keys(Some(vec![str_bytes(BROKER_DRAINING)]))
+            })
+            .collect();
+        let request = DescribeConfigsRequest::default().with_resources(resources);
+        let response: DescribeConfigsResponse = self.any_broker(DESCRIBE_CONFIGS_VERSION, &request, true).await?;
+        let mut draining = BTreeSet::new();
+        for result in response.results {
+            if result.error_code != 0 {
+                let message = result.error_message.map(|m| m.to_string());
+                return Err(Error::kafka(
+                    format!("configs of broker {}", &*result.resource_name),
+                    result.error_code,
+                    message,
+                ));
+            }
+            let marked =
+                result.configs.iter().any(|c| &*c.name == BROKER_DRAINING && c.value.as_deref() == Some("true"));
+            match result.resource_name.parse::<i32>() {
+                Ok(id) if marked => drop(draining.insert(id)),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(Error::Protocol(format!("configs of an unasked resource {:?}", &*result.resource_name)))
+                }
+            }
+        }
+        Ok(draining)
     }
 
     /// Takes `broker` out of the cluster for good; refused while any

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from cluster import KEEL, wait_until
+from conftest import running_cluster
 
 
 def keel(cluster, *args, stdin=None, check=True, timeout=60):
@@ -239,6 +240,87 @@ def test_reassign_moves_a_partition_while_producing_and_deletes_the_old_replica(
     assert refused.returncode != 0 and "NO_REASSIGNMENT_IN_PROGRESS" in refused.stdout
     wrong = keel(cluster, "cluster", "decommission", "9", check=False)
     assert wrong.returncode != 0 and "not registered" in wrong.stderr
+
+
+def test_a_draining_broker_gets_no_new_replicas_until_undone(cluster):
+    assert not any(b["draining"] for b in keel_json(cluster, "cluster", "status")["brokers"])
+    keel(cluster, "cluster", "decommission", "2", "--dry-run")
+    assert not any(b["draining"] for b in keel_json(cluster, "cluster", "status")["brokers"]), "a dry run marks nothing"
+
+    keel(cluster, "cluster", "decommission", "2")
+    brokers = keel_json(cluster, "cluster", "status")["brokers"]
+    assert {b["id"]: b["draining"] for b in brokers} == {1: False, 2: True, 3: False}
+    assert "draining" in next(l for l in keel(cluster, "cluster", "status").stdout.splitlines() if l.startswith("2 "))
+    refused = keel(cluster, "topic", "create", "wide", "--partitions", "2", "--replication-factor", "3", check=False)
+    assert refused.returncode != 0 and "draining: 2" in refused.stderr, refused.stderr
+    keel(cluster, "topic", "create", "narrow", "--partitions", "4", "--replication-factor", "2")
+    placed = keel_json(cluster, "topic", "describe", "narrow")["partitions"]
+    assert all(sorted(p["replicas"]) == [1, 3] for p in placed), placed
+
+    keel(cluster, "cluster", "decommission", "2", "--undo")
+    assert not any(b["draining"] for b in keel_json(cluster, "cluster", "status")["brokers"])
+    keel(cluster, "topic", "create", "wide", "--partitions", "2", "--replication-factor", "3")
+
+
+@pytest.fixture
+def auto_cluster(tmp_path):
+    """Three brokers whose metadata leader rebalances replicas by itself every second."""
+    yield from running_cluster(tmp_path, "[moves]\nauto_rebalance = true\nauto_rebalance_check_ms = 1000\n")
+
+
+def replicas_per_broker(status):
+    """Replicas each registered broker holds, every topic's partitions counted."""
+    loads = {b["id"]: 0 for b in status["brokers"]}
+    for t in status["topics"]:
+        for p in t["partitions"]:
+            for r in p["replicas"]:
+                loads[r] = loads.get(r, 0) + 1
+    return loads
+
+
+def settled(cluster, check):
+    """The status once no move is in progress and `check` holds of it."""
+    status = keel_json(cluster, "cluster", "status")
+    return status if status["moves"] == [] and check(status) else None
+
+
+def test_a_decommissioned_broker_stays_empty_under_the_automatic_rebalance(auto_cluster):
+    cluster = auto_cluster
+    keel(cluster, "topic", "create", "spread", "--partitions", "4", "--replication-factor", "2")
+    keel(cluster, "produce", "spread", stdin="".join(f"v-{i}\n" for i in range(40)))
+    cluster.add_joiner(4)
+    cluster.start(4)
+    wait_until("the automatic rebalance to give broker 4 its share",
+               lambda: settled(cluster, lambda s: replicas_per_broker(s).get(4, 0) >= 2), cluster=cluster)
+
+    # The automatic rebalance may start moving broker 4's replicas off as
+    # soon as it is marked, and then refuses the command's own plan.
+    decommissioned = keel(cluster, "cluster", "decommission", "4", check=False)
+    assert decommissioned.returncode == 0 or "move" in decommissioned.stderr, decommissioned.stderr
+    emptied = lambda s: replicas_per_broker(s)[4] == 0
+    status = wait_until("broker 4 emptied", lambda: settled(cluster, emptied), cluster=cluster)
+    assert next(b for b in status["brokers"] if b["id"] == 4)["draining"]
+
+    # Unbalance brokers 1-3 by hand: the automatic rebalance evens them out
+    # again, and that look, after the decommission, leaves broker 4 empty.
+    loads = replicas_per_broker(status)
+    most = max((1, 2, 3), key=lambda b: loads[b])
+    partition = next(p for p in next(t for t in status["topics"] if t["name"] == "spread")["partitions"]
+                     if most not in p["replicas"])
+    unbalanced = [most] + partition["replicas"][1:]
+    moved = keel_json(cluster, "cluster", "reassign", "spread", str(partition["partition"]),
+                      "--replicas", ",".join(map(str, unbalanced)))
+    assert moved["moves"][0]["result"] == "started"
+    even = lambda s: max(replicas_per_broker(s)[b] for b in (1, 2, 3)) - min(
+        replicas_per_broker(s)[b] for b in (1, 2, 3)) <= 1
+    status = wait_until("the automatic rebalance to even brokers 1-3 out", lambda: settled(cluster, even),
+                        cluster=cluster)
+    assert replicas_per_broker(status)[4] == 0, status
+
+    keel(cluster, "cluster", "remove-broker", "4")
+    assert sorted(b["id"] for b in keel_json(cluster, "cluster", "status")["brokers"]) == [1, 2, 3]
+    values = [l.split()[-1] for l in keel(cluster, "consume", "spread").stdout.splitlines()]
+    assert sorted(values) == sorted(f"v-{i}" for i in range(40))
 
 
 def metadata_members(cluster):
