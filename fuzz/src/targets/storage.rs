@@ -49,7 +49,7 @@ pub fn recovery(input: &[u8]) {
     let mut garbage_appended = false;
     for _ in 0..u.int_in_range(1..=3u8).unwrap_or(1) {
         let Ok(name) = u.choose(&names).cloned() else { break };
-        let len = disk.open(&name).expect("open").len();
+        let len = disk.open(&name).expect("open").len().expect("a powered disk answers its length");
         let damage = match u.int_in_range(0..=2u8).unwrap_or(0) {
             0 if len > 0 => {
                 Damage::Flip { at: u.int_in_range(0..=len - 1).unwrap_or(0), bit: u.int_in_range(0..=7).unwrap_or(0) }
@@ -164,7 +164,7 @@ fn segment_of(name: &str) -> Option<u64> {
 
 fn apply(disk: &FaultyDisk, name: &str, damage: &Damage) {
     let mut file = disk.open(name).expect("open");
-    let mut bytes = vec![0; file.len() as usize];
+    let mut bytes = vec![0; file.len().expect("a powered disk answers its length") as usize];
     file.read_at(0, &mut bytes).expect("read");
     match damage {
         Damage::Flip { at, bit } => bytes[*at as usize] ^= 1 << bit,
