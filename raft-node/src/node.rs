@@ -512,7 +512,7 @@ impl Node {
         if commands.is_empty() {
             return;
         }
-        slog::info!(self.logger, "automatic rebalance: replicas are not spread evenly over the registered brokers";
+        slog::info!(self.logger, "automatic rebalance: replicas are not spread evenly over the brokers (registered, not draining)";
             "brokers" => state.brokers().count(), "moves" => commands.len());
         for command in &commands {
             if let Command::ReassignPartition { topic, partition, replicas: Some(to) } = command {
