@@ -12,21 +12,12 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use log_core::metadata::{BrokerId, ClusterMetadata, Command, MoveThrottles, BROKER_DRAINING, LEADER_THROTTLED_RATE};
 use log_core::ErrorCode;
 
-use super::configs::{RESOURCE_BROKER, RESOURCE_TOPIC, TYPE_LONG};
 use super::topics::{deadline, Refusal};
 use super::{str_bytes, KafkaApi};
-
-/// Kafka's ConfigType of a boolean.
-const TYPE_BOOLEAN: i8 = 1;
-
-/// Kafka's ConfigSource for broker configs.
-const SOURCE_DYNAMIC_BROKER: i8 = 2;
-const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
-const SOURCE_STATIC_BROKER: i8 = 4;
-
-/// Kafka's AlterConfigOp.OpType.
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
+use crate::kafka::config_codes::{
+    OP_DELETE, OP_SET, RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER,
+    SOURCE_STATIC_BROKER, TYPE_BOOLEAN, TYPE_LONG,
+};
 
 /// The request has no timeout of its own: as long as a metadata change may take.
 const ALTER_TIMEOUT_MS: i32 = 30_000;

@@ -15,18 +15,9 @@ use log_core::ErrorCode;
 
 use super::{str_bytes, KafkaApi};
 
-/// Kafka's ConfigResource.Type.
-pub(super) const RESOURCE_TOPIC: i8 = 2;
-pub(super) const RESOURCE_BROKER: i8 = 4;
-
-/// Kafka's ConfigSource.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
-
-/// Kafka's ConfigType (DescribeConfigs v3+).
-const TYPE_INT: i8 = 3;
-pub(super) const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
+use crate::kafka::config_codes::{
+    RESOURCE_BROKER, RESOURCE_TOPIC, SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, TYPE_INT, TYPE_LIST, TYPE_LONG,
+};
 
 /// One supported topic config: key, type, default and a line of documentation.
 struct Key {

@@ -42,6 +42,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use serde::Serialize;
 
 use crate::kafka::client::Connection;
+use crate::kafka::config_codes::{RESOURCE_TOPIC, SOURCE_DYNAMIC_TOPIC};
 pub use error::{error_name, Error};
 pub use group_member::{GroupError, MemberConfig, Membership};
 pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
@@ -391,11 +392,9 @@ impl Client {
 
     /// Every config of a topic, with its value and whether the topic sets it.
     pub async fn topic_configs(&mut self, name: &str) -> Result<Vec<ConfigEntry>, Error> {
-        const TOPIC: i8 = 2;
-        const DYNAMIC_TOPIC_CONFIG: i8 = 1;
         // No key list means every key; an empty one would mean none.
         let resource = DescribeConfigsResource::default()
-            .with_resource_type(TOPIC)
+            .with_resource_type(RESOURCE_TOPIC)
             .with_resource_name(str_bytes(name))
             .with_configuration_keys(None);
         let request = DescribeConfigsRequest::default().with_resources(vec![resource]);
@@ -403,7 +402,7 @@ impl Client {
         let result = response
             .results
             .into_iter()
-            .find(|r| r.resource_type == TOPIC && &*r.resource_name == name)
+            .find(|r| r.resource_type == RESOURCE_TOPIC && &*r.resource_name == name)
             .ok_or_else(|| Error::Protocol(format!("the broker did not answer for topic {name}")))?;
         match result.error_code {
             0 => {}
@@ -419,7 +418,7 @@ impl Client {
             .map(|c| ConfigEntry {
                 name: c.name.to_string(),
                 value: c.value.map(|v| v.to_string()),
-                explicit: c.config_source == DYNAMIC_TOPIC_CONFIG,
+                explicit: c.config_source == SOURCE_DYNAMIC_TOPIC,
             })
             .collect())
     }

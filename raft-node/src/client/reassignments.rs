@@ -24,15 +24,12 @@ use log_core::metadata::{BROKER_DRAINING, LEADER_THROTTLED_RATE};
 use serde::Serialize;
 
 use super::{str_bytes, topic_name, Client, Error, DESCRIBE_CONFIGS_VERSION};
+use crate::kafka::config_codes::{OP_DELETE, OP_SET, RESOURCE_BROKER};
 
 const ALTER_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
 const LIST_PARTITION_REASSIGNMENTS_VERSION: i16 = 0;
 const UNREGISTER_BROKER_VERSION: i16 = 0;
 const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 0;
-/// Kafka's ConfigResource.Type of a broker, and AlterConfigOp.OpType.
-const RESOURCE_BROKER: i8 = 4;
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
 
 /// One partition's move: to `replicas`, or `None` to cancel the move in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

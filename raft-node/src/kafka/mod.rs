@@ -6,6 +6,7 @@
 
 mod bounded_decode;
 pub mod client;
+pub mod config_codes;
 mod connection;
 pub mod frame;
 mod handler;
