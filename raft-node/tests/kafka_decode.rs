@@ -6,6 +6,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
@@ -16,9 +17,10 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest,
-    GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-    ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName, UnregisterBrokerRequest,
+    GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, RequestKind, SyncGroupRequest, TopicName,
+    UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use raft_node::kafka::frame::FrameReader;
@@ -89,6 +91,15 @@ fn sample(api_key: ApiKey) -> RequestKind {
                 .with_partition_indexes(vec![0, 1])]))
             .into(),
         ApiKey::UnregisterBroker => UnregisterBrokerRequest::default().with_broker_id(BrokerId(4)).into(),
+        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("2"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("leader.replication.throttled.rate"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("1048576")))])])
+            .into(),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
             .with_resources(vec![DescribeConfigsResource::default()
                 .with_resource_type(2)
