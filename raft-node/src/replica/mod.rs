@@ -568,9 +568,11 @@ impl<M: Machine> Replica<M> {
         }
         if installs_snapshot {
             // Recovery tells an unfinished install by a stored commit below
-            // the snapshot: the new commit becomes durable with the install.
-            let hs = ready.hs().cloned().unwrap_or_else(|| self.raw.raft.hard_state());
-            self.store_hard_state(hs)?;
+            // the snapshot: the snapshot's index becomes durable with the
+            // install (entries after it are applied, and their commit
+            // stored, later).
+            let index = self.log().snapshot().get_metadata().index;
+            self.store_commit(index)?;
         } else if let Some(hs) = ready.hs() {
             self.persist_hard_state(hs.clone())?;
         }
@@ -611,20 +613,48 @@ impl<M: Machine> Replica<M> {
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
         let stored = self.raw.store().hard_state();
         if hs.term != stored.term || hs.vote != stored.vote {
-            self.store_hard_state(hs)
+            let commit = hs.commit;
+            let storable = HardState { commit: self.storable_commit(commit), ..hs };
+            let behind = storable.commit != commit;
+            self.store_hard_state(storable)?;
+            self.commit_behind = behind;
+            Ok(())
         } else {
             self.commit_behind |= hs.commit != stored.commit;
             Ok(())
         }
     }
 
-    /// Raft's hard state with the commit cut to what the log holds: raft may
-    /// already hold entries a peer sent since the last Ready, and a commit
-    /// covering them.
+    /// Raft's hard state with the commit cut to what may be stored now.
     fn storable_hard_state(&self) -> HardState {
         let mut hs = self.raw.raft.hard_state();
-        hs.commit = hs.commit.min(self.raw.store().last_index());
+        hs.commit = self.storable_commit(hs.commit);
         hs
+    }
+
+    /// `commit` cut to what the log holds (raft may already hold entries a
+    /// peer sent since the last Ready, and a commit covering them) and to
+    /// what is applied: a restart applies nothing at or below the stored
+    /// commit again, so the stored configuration must reflect every
+    /// configuration change through it, and a committed entry not yet
+    /// applied may be one. Never below what is stored.
+    fn storable_commit(&self, commit: u64) -> u64 {
+        let applied = self.raw.raft.raft_log.applied;
+        let stored = self.raw.store().hard_state().commit;
+        commit.min(self.raw.store().last_index()).min(applied).max(stored)
+    }
+
+    /// Stores raft's hard state with the commit at `commit` (at most what
+    /// the log holds), for a caller that has applied, or is about to apply
+    /// with nothing but normal entries, everything through it.
+    fn store_commit(&mut self, commit: u64) -> Result<(), ReplicaError> {
+        let mut hs = self.raw.raft.hard_state();
+        let raft_commit = hs.commit;
+        hs.commit = commit.min(self.raw.store().last_index()).max(self.raw.store().hard_state().commit);
+        let behind = hs.commit != raft_commit;
+        self.store_hard_state(hs)?;
+        self.commit_behind = behind;
+        Ok(())
     }
 
     fn store_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
@@ -667,8 +697,7 @@ impl<M: Machine> Replica<M> {
         }
         if self.log().hard_state().commit < index {
             // The storage compacts only what it knows to be committed.
-            let hs = self.storable_hard_state();
-            self.store_hard_state(hs)?;
+            self.store_commit(index)?;
         }
         let term = self.log().term(index)?;
         let data = self.machine.snapshot_data(index)?;
@@ -681,10 +710,13 @@ impl<M: Machine> Replica<M> {
             return Ok(());
         }
         let last = entries[entries.len() - 1].index;
-        if self.durable_apply && self.log().hard_state().commit < last {
-            let hs = self.storable_hard_state();
-            debug_assert!(hs.commit >= last, "applying entries beyond the commit");
-            self.store_hard_state(hs)?;
+        if self.durable_apply {
+            // Through the first configuration change at most: it stores its
+            // own index with the configuration it makes.
+            let normal = entries.iter().take_while(|e| e.get_entry_type() == EntryType::EntryNormal).last();
+            if let Some(through) = normal.map(|e| e.index).filter(|&i| i > self.log().hard_state().commit) {
+                self.store_commit(through)?;
+            }
         }
         if let Some(hook) = &self.on_applied {
             hook.call(&self.group, entries);
@@ -725,6 +757,9 @@ impl<M: Machine> Replica<M> {
             }
             self.raw.mut_store().set_applied_conf_state(conf_state, entry.index)?;
             self.last_conf_change = entry.index;
+        }
+        if self.durable_apply && self.log().hard_state().commit < last {
+            self.store_commit(last)?;
         }
         self.machine.on_committed(&entries[done..], self.raw.store())
     }
