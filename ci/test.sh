@@ -31,6 +31,8 @@ rm -rf "$sim_out" && mkdir -p "$sim_out"
 "$keel_sim" sweep --seeds 1..50 --jobs 2 --duration 60s --faults all --moves 1 --trace-dir "$sim_out"
 # A broker joining mid-run, taking replicas, and a founder (a metadata voter) leaving for good.
 "$keel_sim" sweep --seeds 1..50 --jobs 2 --brokers 3 --duration 60s --faults all --join 1 --trace-dir "$sim_out"
+# The metadata leader's automatic rebalance, together with the operator's moves.
+"$keel_sim" sweep --seeds 1..50 --jobs 2 --duration 60s --faults all --moves 1 --auto-rebalance 1 --trace-dir "$sim_out"
 for seed in 7 19 23 42 46 57; do
   "$keel_sim" run --seed "$seed" --trace "$sim_out/twice-$seed-a.trace" >/dev/null
   "$keel_sim" run --seed "$seed" --trace "$sim_out/twice-$seed-b.trace" >/dev/null
