@@ -101,10 +101,11 @@ fn peer_message(bytes: &[u8]) {
     );
     if let Ok(message) = decoded {
         // From the first encoding on, a message round-trips. The first may
-        // not: crash-861c… decodes to a raft message that is not equal to
-        // its own re-encoding decoded, though both print the same (protobuf
-        // 2 keeps fields it does not know, which print as nothing); the
-        // cause is not yet found.
+        // not, with equal contents: in crash-861c… the `snapshot` field
+        // comes twice, protobuf 2 merges the second into the first and
+        // leaves that snapshot an empty unknown-field map (`Some({})`),
+        // which its derived equality tells from the `None` a fresh decode
+        // has.
         let normal = PeerMessage::decode(&message.encode()).expect("an encoded peer message decodes");
         let again = normal.encode();
         assert_eq!(PeerMessage::decode(&again).as_ref(), Ok(&normal), "a decoded peer message round-trips");
