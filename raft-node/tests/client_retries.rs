@@ -17,7 +17,7 @@ use kafka_protocol::messages::{BrokerId, MetadataResponse, ProduceResponse, Requ
 use kafka_protocol::protocol::StrBytes;
 use raft_node::client::records::ProducerRecord;
 use raft_node::client::{Acks, Client, ClientConfig, Error};
-use raft_node::kafka::{serve, Handler, Reply, ServerConfig};
+use raft_node::kafka::{serve, Handler, Reply, ServerConfig, Turn};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -33,7 +33,7 @@ struct SteppingDown {
 }
 
 impl Handler for SteppingDown {
-    async fn handle(&self, _: &kafka_protocol::messages::RequestHeader, request: RequestKind) -> Reply {
+    async fn handle(&self, _: &kafka_protocol::messages::RequestHeader, request: RequestKind, _: Turn) -> Reply {
         let name = || TopicName(StrBytes::from_static_str(TOPIC));
         match request {
             RequestKind::Metadata(_) => Reply::Response(ResponseKind::Metadata(

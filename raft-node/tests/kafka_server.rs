@@ -19,28 +19,40 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use raft_node::kafka::client::{ClientError, Connection};
 use raft_node::kafka::versions::SUPPORTED;
-use raft_node::kafka::{serve, Handler, Reply, ServerConfig};
+use raft_node::kafka::{serve, Handler, Reply, ServerConfig, Turn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-type Script = dyn Fn(RequestHeader, RequestKind) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync;
+type Script = dyn Fn(RequestHeader, RequestKind, Turn) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync;
 
 #[derive(Clone)]
 struct ScriptedHandler(Arc<Script>);
 
 impl Handler for ScriptedHandler {
-    fn handle(&self, header: &RequestHeader, request: RequestKind) -> impl Future<Output = Reply> + Send {
-        (self.0)(header.clone(), request)
+    fn handle(&self, header: &RequestHeader, request: RequestKind, turn: Turn) -> impl Future<Output = Reply> + Send {
+        (self.0)(header.clone(), request, turn)
     }
 }
 
+/// A handler that passes every Produce request's turn as it starts.
 fn scripted<F, Fut>(f: F) -> ScriptedHandler
 where
     F: Fn(RequestHeader, RequestKind) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    ScriptedHandler(Arc::new(move |header, request| Box::pin(f(header, request))))
+    scripted_in_turn(move |header, request, turn| {
+        turn.pass();
+        f(header, request)
+    })
+}
+
+fn scripted_in_turn<F, Fut>(f: F) -> ScriptedHandler
+where
+    F: Fn(RequestHeader, RequestKind, Turn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    ScriptedHandler(Arc::new(move |header, request, turn| Box::pin(f(header, request, turn))))
 }
 
 /// Answers Metadata with the first requested topic's name as cluster id, so a response shows
@@ -253,77 +265,65 @@ async fn pipelined_responses_keep_request_order_when_handlers_finish_out_of_orde
     }
 }
 
-/// A connection's Produce requests are handled one after another, in the order sent (an
-/// idempotent producer's pipelined batches must reach the partition in sequence), while
-/// other requests still run alongside them.
+/// A connection's Produce requests start one after another, in the order sent, each once the
+/// one before has passed its turn (handed its batches on: an idempotent producer's pipelined
+/// batches must reach the partition in sequence). Their answers overlap, and other requests
+/// run alongside them.
 #[tokio::test]
-async fn pipelined_produce_requests_are_handled_in_order_one_at_a_time() {
+async fn pipelined_produce_requests_start_in_order_and_wait_for_acks_together() {
     const N: i32 = 4;
     let gates = Arc::new(Gates::default());
     let (events, mut event) = mpsc::unbounded_channel();
-    // Produce requests are named by their timeout; Metadata by its topic, as elsewhere.
+    // Produce requests are named by their timeout: gate "pass N" holds the turn, "answer N" the reply.
     let handler = {
         let gates = gates.clone();
-        scripted(move |_, request| {
+        scripted_in_turn(move |_, request, turn| {
             let (gates, events) = (gates.clone(), events.clone());
             async move {
-                let (name, response) = match request {
-                    RequestKind::Produce(r) => (r.timeout_ms.to_string(), ResponseKind::Produce(Default::default())),
-                    RequestKind::Metadata(r) => {
-                        let response = echo(&r);
-                        (response.cluster_id.as_ref().expect("a topic").to_string(), ResponseKind::Metadata(response))
-                    }
-                    _ => return Reply::Close,
+                let RequestKind::Produce(request) = request else {
+                    let _ = events.send("other".to_string());
+                    return Reply::Response(ResponseKind::Metadata(MetadataResponse::default()));
                 };
-                let gate = gates.take(&name);
-                let _ = events.send(Event::Started(name.clone()));
-                gate.await.unwrap();
-                let _ = events.send(Event::Finished(name));
-                Reply::Response(response)
+                let name = request.timeout_ms;
+                let (pass, answer) = (gates.take(&format!("pass {name}")), gates.take(&format!("answer {name}")));
+                let _ = events.send(format!("start {name}"));
+                pass.await.unwrap();
+                turn.pass();
+                answer.await.unwrap();
+                let _ = events.send(format!("answer {name}"));
+                Reply::Response(ResponseKind::Produce(Default::default()))
             }
         })
     };
     let server = start(handler, ServerConfig::default(), discard()).await;
     let mut conn = connect(server.addr).await;
-    let mut opens: Vec<_> = (0..N).map(|i| gates.close(&i.to_string())).collect();
-    let metadata_open = gates.close("m");
+    let passes: Vec<_> = (0..N).map(|i| gates.close(&format!("pass {i}"))).collect();
+    let answers: Vec<_> = (0..N).map(|i| gates.close(&format!("answer {i}"))).collect();
+    let mut ids = Vec::new();
     for i in 0..N {
-        conn.write_request(9, &ProduceRequest::default().with_acks(1).with_timeout_ms(i)).await.unwrap();
+        ids.push(conn.write_request(9, &ProduceRequest::default().with_acks(-1).with_timeout_ms(i)).await.unwrap());
     }
     conn.write_request(12, &metadata_for("m")).await.unwrap();
 
-    // The first Produce and the Metadata request behind all of them run; no other Produce does.
-    let mut started = BTreeSet::new();
-    while started.len() < 2 {
-        match event.recv().await.unwrap() {
-            Event::Started(name) => assert!(started.insert(name)),
-            Event::Finished(name) => panic!("{name} finished with its gate closed"),
-        }
-    }
-    assert_eq!(started, BTreeSet::from(["0".to_string(), "m".to_string()]));
-    // Each Produce finishes before the next starts.
-    opens.reverse();
-    for i in 0..N {
-        opens.pop().unwrap().send(()).unwrap();
-        let mut seen = Vec::new();
-        while seen.len() < if i + 1 < N { 2 } else { 1 } {
-            seen.push(match event.recv().await.unwrap() {
-                Event::Started(name) => format!("start {name}"),
-                Event::Finished(name) => format!("finish {name}"),
-            });
-        }
-        let mut expected = vec![format!("finish {i}")];
+    // The first Produce and the request behind all of them run; no other Produce does.
+    let first = BTreeSet::from([event.recv().await.unwrap(), event.recv().await.unwrap()]);
+    assert_eq!(first, BTreeSet::from(["start 0".to_string(), "other".to_string()]));
+    // Each Produce starts once the one before passes its turn, none of them answered yet.
+    for (i, pass) in (0..N).zip(passes) {
+        pass.send(()).unwrap();
         if i + 1 < N {
-            expected.push(format!("start {}", i + 1));
+            assert_eq!(event.recv().await.unwrap(), format!("start {}", i + 1));
         }
-        assert_eq!(seen, expected);
     }
-    metadata_open.send(()).unwrap();
-    for _ in 0..N {
-        conn.read_response::<ProduceRequest>(9).await.unwrap();
+    // Answered last to first; the replies still go out in request order.
+    for (i, answer) in (0..N).zip(answers).rev() {
+        answer.send(()).unwrap();
+        assert_eq!(event.recv().await.unwrap(), format!("answer {i}"));
     }
-    let (_, response) = conn.read_response::<MetadataRequest>(12).await.unwrap();
-    assert_eq!(response.cluster_id.as_deref(), Some("m"));
+    for id in ids {
+        assert_eq!(conn.read_response::<ProduceRequest>(9).await.unwrap().0, id);
+    }
+    conn.read_response::<MetadataRequest>(12).await.unwrap();
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
     RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use raft_node::kafka::{serve, Handler, Reply, ServerConfig};
+use raft_node::kafka::{serve, Handler, Reply, ServerConfig, Turn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 struct Defaults;
 
 impl Handler for Defaults {
-    async fn handle(&self, _header: &RequestHeader, request: RequestKind) -> Reply {
+    async fn handle(&self, _header: &RequestHeader, request: RequestKind, _turn: Turn) -> Reply {
         Reply::Response(match request {
             RequestKind::Produce(p) if p.acks == 0 => return Reply::NoResponse,
             RequestKind::Produce(_) => ResponseKind::Produce(ProduceResponse::default()),

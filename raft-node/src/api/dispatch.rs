@@ -6,17 +6,17 @@ use std::future::Future;
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
 
 use super::KafkaApi;
-use crate::kafka::{Handler, Reply};
+use crate::kafka::{Handler, Reply, Turn};
 
 impl Handler for KafkaApi {
-    fn handle(&self, header: &RequestHeader, request: RequestKind) -> impl Future<Output = Reply> + Send {
+    fn handle(&self, header: &RequestHeader, request: RequestKind, turn: Turn) -> impl Future<Output = Reply> + Send {
         let api = self.clone();
         let version = header.request_api_version;
         let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
         async move {
             let response = match request {
                 RequestKind::Metadata(r) => ResponseKind::Metadata(api.metadata(&r)),
-                RequestKind::Produce(r) => match api.produce(r).await {
+                RequestKind::Produce(r) => match api.produce(r, turn).await {
                     Some(response) => ResponseKind::Produce(response),
                     None => return Reply::NoResponse,
                 },

@@ -11,6 +11,7 @@ use log_core::ErrorCode;
 use tokio::sync::oneshot;
 
 use super::{group_of, until, KafkaApi};
+use crate::kafka::Turn;
 use crate::node::Request;
 use crate::replica::partition::{Acks, ProduceResult};
 
@@ -21,8 +22,9 @@ enum Pending {
 }
 
 impl KafkaApi {
-    /// `None` for acks=0, which Kafka never answers.
-    pub async fn produce(&self, request: ProduceRequest) -> Option<ProduceResponse> {
+    /// `None` for acks=0, which Kafka never answers. `turn` is passed once every batch is
+    /// handed to the node, whose queue keeps that order up to the partitions.
+    pub async fn produce(&self, request: ProduceRequest, turn: Turn) -> Option<ProduceResponse> {
         let acks = match request.acks {
             0 => Acks::None,
             1 => Acks::Leader,
@@ -44,6 +46,7 @@ impl KafkaApi {
             }
             pending.push((topic.name, partitions));
         }
+        turn.pass();
         if acks == Acks::None {
             return None;
         }

@@ -1,10 +1,9 @@
 //! One client connection: requests read and handled concurrently, responses written in order.
 //!
-//! Produce requests are the exception: each waits until the connection's previous one is
-//! answered, as in Kafka (which handles a connection's requests one at a time). An idempotent
-//! producer pipelines its batches, and the partition must see them in the order sent: a batch
-//! overtaking the one before it would be refused as out of sequence, which the client takes
-//! for a lost write.
+//! Produce requests start in order: each once the connection's previous one has passed its
+//! [`Turn`], that is, handed its batches on. An idempotent producer pipelines its batches, and
+//! the partition must see them in the order sent: a batch overtaking the one before it would
+//! be refused as out of sequence, which the client takes for a lost write.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
 use super::frame::{FrameError, FrameReader};
-use super::handler::{Handler, Reply};
+use super::handler::{Handler, Reply, Turn};
 use super::request::{self, Request, RequestError};
 use super::response::{self, EncodeError};
 use super::server::ServerConfig;
@@ -173,15 +172,15 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Where the connection's last Produce request is: resolved (sender dropped) once it is answered.
+/// Where the connection's last Produce request is: resolved once it has passed its turn.
 #[derive(Default)]
 struct ProduceTurn(Option<oneshot::Receiver<()>>);
 
 impl ProduceTurn {
-    /// The wait for the previous Produce, and what the new one drops when answered.
-    fn take(&mut self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
-        let (answered, turn) = oneshot::channel();
-        (self.0.replace(turn), answered)
+    /// The wait for the previous Produce, and the new one's turn.
+    fn take(&mut self) -> (Option<oneshot::Receiver<()>>, Turn) {
+        let (turn, passed) = Turn::new();
+        (self.0.replace(passed), turn)
     }
 }
 
@@ -201,20 +200,16 @@ fn start<H: Handler>(
         }
         Request::Supported { api, header, body } => {
             let handler = handler.clone();
-            let (previous, answered) = match api.key {
-                ApiKey::Produce => {
-                    let (previous, answered) = produce_turn.take();
-                    (previous, Some(answered))
-                }
-                _ => (None, None),
+            let (previous, turn) = match api.key {
+                ApiKey::Produce => produce_turn.take(),
+                _ => (None, Turn::unordered()),
             };
             tokio::spawn(async move {
                 if let Some(previous) = previous {
-                    // An error only means the previous one's task is gone: its turn is over.
+                    // An error only means the previous one's turn was dropped: it is over.
                     let _ = previous.await;
                 }
-                let reply = handler.handle(&header, body).await;
-                drop(answered);
+                let reply = handler.handle(&header, body, turn).await;
                 encode_reply(api, &header, reply)
             })
         }

@@ -16,5 +16,5 @@ mod server;
 pub mod versions;
 
 pub use bounded_decode::{decode_bounded, DecodeError};
-pub use handler::{Handler, Reply};
+pub use handler::{Handler, Reply, Turn};
 pub use server::{serve, ServerConfig};
