@@ -25,6 +25,8 @@
 #   BENCH_PERF=0             1: record a perf profile of the brokers during the 16k run
 #   BENCH_REV=               a commit (e.g. HEAD) to build keel from, in a clean git worktree
 #                            under BENCH_DIR (own target dir); default: this working tree as is
+#   BENCH_KEEL=              a prebuilt keel binary to run instead of building one (to compare
+#                            two builds back to back); its commit is what you say it is
 #   BENCH_KEEP=0             1: keep the data dir and broker logs
 #   BENCH_DIR=target/bench-produce   where everything is built and run (same disk as the repo)
 #   BENCH_BUILD_LIBRDKAFKA=0 1: link rdkafka_performance against the crate's own librdkafka,
@@ -51,6 +53,7 @@ PACED_ARGS=${BENCH_PACED_ARGS:--X linger.ms=0}
 PERF=${BENCH_PERF:-0}
 KEEP=${BENCH_KEEP:-0}
 REV=${BENCH_REV:-}
+PREBUILT=${BENCH_KEEL:-}
 BUILD_LIBRDKAFKA=${BENCH_BUILD_LIBRDKAFKA:-0}
 DIR=${BENCH_DIR:-$REPO/target/bench-produce}
 TOPIC=bench
@@ -91,7 +94,11 @@ if ! $PY -c 'import confluent_kafka' 2>/dev/null; then
 fi
 echo "system librdkafka $(pkg-config --modversion rdkafka 2>/dev/null || echo '?')"
 
-if [ -n "$REV" ]; then
+if [ -n "$PREBUILT" ]; then
+  [ -x "$PREBUILT" ] || die "BENCH_KEEL=$PREBUILT is not an executable"
+  KEEL=$(cd "$(dirname "$PREBUILT")" && pwd)/$(basename "$PREBUILT")
+  note "keel:   prebuilt $KEEL"
+elif [ -n "$REV" ]; then
   commit=$(git rev-parse --verify "$REV^{commit}")
   step "build keel (release) at $commit, in a clean worktree"
   wt=$DIR/worktree
