@@ -4,7 +4,9 @@
 //! on one watch (fetches on a partition's high watermark, requests on the
 //! cluster view) woke in an order that a simulation seed did not repeat once
 //! other simulations had run in the process (a `keel-sim sweep`). One `Notify`
-//! wakes its waiters in the order they came.
+//! wakes its waiters in the order they came. The shutdown signals of the
+//! transport and the Kafka server are ones too: a dying broker's connections
+//! closed in that random order, and its peers logged it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,6 +109,27 @@ impl<T: Clone> Receiver<T> {
             sent.await;
         }
     }
+
+    /// Waits until the value satisfies `ready` (the current one counts, seen or
+    /// not), and marks it seen; `Closed` if the sender goes first.
+    pub async fn wait_for(&mut self, mut ready: impl FnMut(&T) -> bool) -> Result<(), Closed> {
+        loop {
+            let mut sent = std::pin::pin!(self.shared.sent.notified());
+            // Registered before the check: a send in between still wakes it.
+            sent.as_mut().enable();
+            {
+                let current = self.shared.lock();
+                self.seen = current.1;
+                if ready(&current.0) {
+                    return Ok(());
+                }
+            }
+            if self.shared.closed.load(Ordering::SeqCst) {
+                return Err(Closed);
+            }
+            sent.await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +154,20 @@ mod tests {
         assert_eq!(receiver.changed().now_or_never(), Some(Ok(())));
         drop(sender);
         assert_eq!(receiver.changed().await, Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn wait_for_takes_the_current_value_or_waits_for_one_that_fits() {
+        let sender = Sender::new(false);
+        let mut receiver = sender.subscribe();
+        assert!(receiver.wait_for(|down| *down).now_or_never().is_none(), "false does not fit");
+        let mut waiting = receiver.clone();
+        let woken = tokio::spawn(async move { waiting.wait_for(|down| *down).await });
+        sender.send_replace(true);
+        assert_eq!(woken.await.unwrap(), Ok(()));
+        assert_eq!(receiver.wait_for(|down| *down).now_or_never(), Some(Ok(())), "true, though seen, fits");
+        let mut other = sender.subscribe();
+        drop(sender);
+        assert_eq!(other.wait_for(|down| !*down).await, Err(Closed));
     }
 }

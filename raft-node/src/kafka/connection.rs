@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use slog::{debug, error, info, Logger};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::{JoinError, JoinHandle};
 
 use super::frame::{FrameError, FrameReader};
@@ -22,6 +22,7 @@ use super::request::{self, Request, RequestError};
 use super::response::{self, EncodeError};
 use super::server::ServerConfig;
 use super::versions::{self, SupportedApi};
+use crate::watch;
 
 /// Why a connection was closed early.
 #[derive(Debug, thiserror::Error)]

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use slog::{debug, info, warn, Logger};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::connection;
 use super::frame::DEFAULT_MAX_FRAME_BYTES;
 use super::handler::Handler;
+use crate::watch;
 
 /// After a failed accept (out of file descriptors, say), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -44,7 +45,9 @@ pub async fn serve<H: Handler>(
     logger: Logger,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (stop, stopped) = watch::channel(false);
+    // Ours, not tokio's watch: connections stop in a replayable order (see `crate::watch`).
+    let stop = watch::Sender::new(false);
+    let stopped = stop.subscribe();
     // Each connection holds a sender; `recv` returns `None` once all of them are gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);

@@ -10,11 +10,12 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, warn, Logger};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
 use super::frame::{self, FrameError, FrameHeader, HANDSHAKE_LEN, HEADER_LEN};
 use super::stats::{add, InboundCounters};
+use crate::watch;
 
 /// Small frames are read a buffer at a time, large bodies straight through.
 const READ_BUFFER: usize = 64 << 10;

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use slog::{debug, o, Logger};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 pub use config::TransportConfig;
 pub use faults::{LinkDecision, LinkFaults};
@@ -35,6 +35,8 @@ use backoff::Backoff;
 use inbound::Receiving;
 use outbound::Link;
 use stats::{add, InboundCounters, PeerCounters};
+
+use crate::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -71,8 +73,8 @@ struct Shared {
     logger: Logger,
     peers: Mutex<BTreeMap<u64, Peer>>,
     inbound: Arc<InboundCounters>,
-    /// Set once; every task watches it. Dropped with the last handle, which
-    /// ends the tasks too.
+    /// Set once; every task watches it (ours, not tokio's: see `crate::watch`).
+    /// Dropped with the last handle, which ends the tasks too.
     shutdown: watch::Sender<bool>,
     /// Cloned into every task; `None` once shutting down, so that `done`
     /// reports closed exactly when the last task has ended.
@@ -103,7 +105,7 @@ impl Transport {
         let logger = logger.new(o!("node" => node_id));
         let (inbox, rx) = mpsc::channel(config.inbound_capacity);
         let (alive, done) = mpsc::channel(1);
-        let (shutdown, _) = watch::channel(false);
+        let shutdown = watch::Sender::new(false);
         let inbound = Arc::new(InboundCounters::default());
         let receiving = Arc::new(Receiving {
             max_frame_bytes: config.max_frame_bytes,

@@ -12,13 +12,14 @@ use bytes::{Bytes, BytesMut};
 use slog::{debug, info, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use super::backoff::Backoff;
 use super::faults::{LinkDecision, LinkFaults};
 use super::frame::{self, BODY_OVERHEAD, ENTRY_OVERHEAD};
 use super::stats::{add, PeerCounters};
+use crate::watch;
 
 pub(super) struct Link {
     pub from: u64,

@@ -4,7 +4,7 @@
 //! keel-sim run --seed N [--brokers 3..7] [--partitions N] [--duration 60s] [--faults all|none|LIST|schedule:S] [--moves 1] [--join 1] [--auto-rebalance 1]
 //!              [--schedule FILE] [--trace FILE]
 //! keel-sim replay TRACE
-//! keel-sim sweep --seeds A..B [--jobs 2] [--brokers ..] [--partitions ..] [--duration 60s] [--faults all] [--trace-dir DIR]
+//! keel-sim sweep --seeds A..B [--jobs 2] [--brokers ..] [--partitions ..] [--duration 60s] [--faults all] [--trace-dir DIR] [--keep-traces all|A,B,..]
 //! ```
 //!
 //! Build it with `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim`.
@@ -25,7 +25,7 @@ fn main() {
 
 #[cfg(madsim)]
 mod sim_main {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ mod sim_main {
                [--schedule FILE] [--trace FILE (./sim-N.trace)]
   keel-sim replay TRACE [--trace NEW (./NAME.replay.trace)]
   keel-sim sweep --seeds A..B [--jobs 2] [--brokers 5] [--partitions 8] [--duration 60s] [--faults all] [--trace-dir DIR (.)]
+                 [--keep-traces failed|all|A,B,.. (failed: the failed seeds' traces; or also these seeds')]
 faults: all (the seed draws which are on; all,-corrupt leaves corrupt out), none, or a list of
   kill, pause, partition, loss, duplicate, delay, corrupt, power; or exactly the episodes of a
   schedule (sim/src/schedule.rs), e.g. schedule:500+3000=kill(1,2);0+2000=noise(loss=0.1,dup=0,delay=0.2<300)
@@ -191,16 +192,50 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
         Ok((a, b))
     }
 
+    /// Which traces a sweep writes besides the failed seeds': a valid seed's
+    /// trace is what a single `run` of it must repeat byte for byte.
+    enum Keep {
+        Failed,
+        All,
+        Seeds(BTreeSet<u64>),
+    }
+
+    impl Keep {
+        fn parse(text: &str) -> Result<Keep, String> {
+            match text {
+                "failed" => Ok(Keep::Failed),
+                "all" => Ok(Keep::All),
+                _ => text
+                    .split(',')
+                    .map(|seed| {
+                        seed.parse().map_err(|_| format!("--keep-traces {text:?}: expected failed, all or A,B,.."))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(Keep::Seeds),
+            }
+        }
+
+        fn keeps_valid(&self, seed: u64) -> bool {
+            match self {
+                Keep::Failed => false,
+                Keep::All => true,
+                Keep::Seeds(seeds) => seeds.contains(&seed),
+            }
+        }
+    }
+
     fn cmd_sweep(args: &[String]) -> Result<i32, String> {
         let mut template = SimConfig::new(0);
         let mut seeds = None;
         let mut jobs = 2usize;
         let mut dir = PathBuf::from(".");
+        let mut keep = Keep::Failed;
         for (flag, value) in pairs(args)? {
             match flag {
                 "--seeds" => seeds = Some(parse_seeds(value)?),
                 "--jobs" => jobs = value.parse().map_err(|e| format!("--jobs {value}: {e}"))?,
                 "--trace-dir" => dir = PathBuf::from(value),
+                "--keep-traces" => keep = Keep::parse(value)?,
                 "--seed" => return Err("sweep takes --seeds A..B".into()),
                 _ if template.set(flag, value)? => {}
                 _ => return Err(format!("unknown flag {flag}")),
@@ -217,7 +252,7 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
         println!("sweep: seeds {first}..={last} ({}), {jobs} jobs, {}", seeds.len(), template.flags());
         std::thread::scope(|scope| {
             for _ in 0..jobs {
-                let (next, results, seeds, template, dir) = (&next, &results, &seeds, &template, &dir);
+                let (next, results, seeds, template, dir, keep) = (&next, &results, &seeds, &template, &dir, &keep);
                 // Each thread runs whole simulations, each on its own madsim runtime.
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +260,7 @@ exit status: 0 valid, 1 invalid, 2 usage, 3 a replay whose run is valid but whos
                     let config = SimConfig { seed, ..template.clone() };
                     let outcome = run(&config);
                     let mut note = String::new();
-                    if !outcome.valid {
+                    if !outcome.valid || keep.keeps_valid(seed) {
                         let path = dir.join(format!("sim-{seed}.trace"));
                         if let Err(e) = write_trace(&path, &outcome) {
                             note = format!(" ({e})");
