@@ -32,10 +32,11 @@
 //!   new member (a new generation): a delayed message from its deleted
 //!   replica does not count for the new one; with the move throttle, the
 //!   learner gets no more than the allowance over any stretch while every
-//!   batch produced meanwhile commits at once; a learner that loses power
-//!   anywhere while installing the snapshot and applying the log of
-//!   configuration changes after it (also when one Ready holds all of it)
-//!   comes back with the right configuration and becomes a voter;
+//!   batch produced meanwhile commits at once, and once it is lifted the
+//!   learner's inflight window is the configured one again; a learner that
+//!   loses power anywhere while installing the snapshot and applying the
+//!   log of configuration changes after it (also when one Ready holds all
+//!   of it) comes back with the right configuration and becomes a voter;
 //! - leadership is handed to another voter (the preferred replica) only
 //!   once it has the whole log and was heard from within an election
 //!   timeout, one hand-over at a time.
@@ -104,6 +105,9 @@ struct Cluster {
     throttle: Option<Throttle>,
     /// Bytes of appends and snapshots delivered to learners, per tick.
     to_learners: Vec<u64>,
+    /// The most appends and snapshots delivered to learners in one round:
+    /// what raft sends at once is bounded by the learners' inflight window.
+    largest_burst: usize,
     /// A replica whose next MsgSnapshot, and every append or snapshot to it
     /// after that, the network delays into `held` until the test steps them.
     hold_from_snapshot: Option<u64>,
@@ -124,6 +128,7 @@ impl Cluster {
             failed: BTreeMap::new(),
             throttle: None,
             to_learners: vec![0],
+            largest_burst: 0,
             hold_from_snapshot: None,
             held: Vec::new(),
         };
@@ -167,6 +172,7 @@ impl Cluster {
                 };
                 outgoing.extend(admitted.map(|m| (group, m)));
             }
+            let mut burst = 0;
             for (_, message) in outgoing {
                 let (from, to) = (message.from, message.to);
                 // A failed or stopped replica gets nothing.
@@ -188,9 +194,11 @@ impl Cluster {
                 }
                 if catch_up && self.replicas.get(&from).is_some_and(|r| r.is_learner(to)) {
                     *self.to_learners.last_mut().expect("a tick") += u64::from(message.compute_size());
+                    burst += 1;
                 }
                 self.replicas.get_mut(&to).expect("known replica").step(message);
             }
+            self.largest_burst = self.largest_burst.max(burst);
         }
         panic!("the cluster never settled");
     }
@@ -200,7 +208,8 @@ impl Cluster {
             self.to_learners.push(0);
             if let Some(throttle) = &mut self.throttle {
                 throttle.tick();
-                self.replicas.values_mut().for_each(|r| r.pace_learners(LEARNER_INFLIGHT));
+                let cap = throttle.limit().map(|_| LEARNER_INFLIGHT);
+                self.replicas.values_mut().for_each(|r| r.pace_learners(cap));
             }
             self.replicas.values_mut().for_each(|r| r.tick());
             self.settle();
@@ -819,6 +828,37 @@ fn move_restarting_after_power_loss(c: &mut Cluster, learner: u64, target: &[u64
         c.tick(1);
     }
     panic!("{case}: the move to {target:?} never finished");
+}
+
+#[test]
+fn a_learner_gets_its_whole_inflight_window_back_once_the_throttle_is_lifted() {
+    let mut c = Cluster::new();
+    c.produce(300);
+    c.add_empty(4);
+    let leader = c.leader();
+    let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[1, 2, 3, 4], &[]).expect("drive");
+    assert_eq!(step, Some(Step::AddLearner(4)));
+    c.isolated.insert(4);
+    c.settle();
+    // Let back in with the learners' window at `window`, the learner
+    // catches up through many appends. Nothing is held back (no throttle
+    // here), so the most that go out at once is what raft lets fly.
+    let catch_up = |c: &mut Cluster, window: Option<usize>| {
+        c.replicas.values_mut().for_each(|r| r.pace_learners(window));
+        c.largest_burst = 0;
+        c.isolated.clear();
+        for _ in 0..50 {
+            if c.replica(4).last_index() == c.replica(leader).last_index() {
+                return c.largest_burst;
+            }
+            c.tick(1);
+        }
+        panic!("the learner never caught up");
+    };
+    assert_eq!(catch_up(&mut c, Some(LEARNER_INFLIGHT)), LEARNER_INFLIGHT, "the capped window, used whole");
+    c.isolated.insert(4);
+    c.produce(300);
+    assert!(catch_up(&mut c, None) > LEARNER_INFLIGHT, "the window is the configured one again");
 }
 
 #[test]

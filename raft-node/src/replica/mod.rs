@@ -206,6 +206,8 @@ pub struct Replica<M: Machine> {
     last_conf_change: u64,
     /// The commit is stored before entries are applied (see `set_durable_apply`).
     durable_apply: bool,
+    /// A window `pace_learners` set below the configured one may remain.
+    learners_paced: bool,
     /// Ticks so far, and the tick each peer (by raft id) was last heard
     /// from: raft-rs's `recent_active` is cleared every election timeout
     /// under check_quorum, so it says little at an arbitrary moment.
@@ -271,6 +273,7 @@ impl<M: Machine> Replica<M> {
             ticks_since_commit_sync: 0,
             last_conf_change,
             durable_apply: false,
+            learners_paced: false,
             ticks: 0,
             heard: BTreeMap::new(),
             logger,
@@ -435,12 +438,15 @@ impl<M: Machine> Replica<M> {
 
     /// On the leader, keeps each learner's inflight window at `learner_cap`
     /// appends and every voter's at the configured one (a learner just
-    /// promoted gets its full window back).
-    pub fn pace_learners(&mut self, learner_cap: usize) {
-        if !self.is_leader() {
+    /// promoted gets its full window back). `None` (no throttle) gives every
+    /// window back, once: raft gives a new peer the configured window and
+    /// keeps each across terms, so only a window set smaller here needs it.
+    pub fn pace_learners(&mut self, learner_cap: Option<usize>) {
+        if !self.is_leader() || (learner_cap.is_none() && !self.learners_paced) {
             return;
         }
         let raft = &mut self.raw.raft;
+        let learner_cap = learner_cap.unwrap_or(raft.max_inflight);
         let caps: Vec<(u64, usize)> = raft
             .prs()
             .iter()
@@ -451,6 +457,7 @@ impl<M: Machine> Replica<M> {
         for (id, cap) in caps {
             raft.adjust_max_inflight_msgs(id, cap);
         }
+        self.learners_paced = learner_cap != raft.max_inflight;
     }
 
     /// Whether a leadership hand-over is under way.
