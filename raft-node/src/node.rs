@@ -435,7 +435,7 @@ impl Node {
         self.throttle.tick();
         let partitions = &self.partitions;
         self.throttle.retain(|group| partitions.get(group).is_some_and(|r| r.is_leader()));
-        let cap = if per_tick.is_some() { LEARNER_INFLIGHT } else { self.config.raft.max_inflight_msgs };
+        let cap = per_tick.map(|_| LEARNER_INFLIGHT);
         for replica in self.partitions.values_mut() {
             replica.pace_learners(cap);
         }

@@ -32,7 +32,11 @@
 //!   new member (a new generation): a delayed message from its deleted
 //!   replica does not count for the new one; with the move throttle, the
 //!   learner gets no more than the allowance over any stretch while every
-//!   batch produced meanwhile commits at once;
+//!   batch produced meanwhile commits at once, and once it is lifted the
+//!   learner's inflight window is the configured one again; a learner that
+//!   loses power anywhere while installing the snapshot and applying the
+//!   log of configuration changes after it (also when one Ready holds all
+//!   of it) comes back with the right configuration and becomes a voter;
 //! - leadership is handed to another voter (the preferred replica) only
 //!   once it has the whole log and was heard from within an election
 //!   timeout, one hand-over at a time.
@@ -46,7 +50,7 @@ use log_core::batch::RecordBatch;
 use log_core::partition::RetentionPolicy;
 use log_core::ErrorCode;
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft_node::group_id::GroupId;
 use raft_node::replica::membership::Step;
 use raft_node::replica::partition::{Acks, OffsetSpec, PartitionMachine, ProduceResult};
@@ -101,6 +105,13 @@ struct Cluster {
     throttle: Option<Throttle>,
     /// Bytes of appends and snapshots delivered to learners, per tick.
     to_learners: Vec<u64>,
+    /// The most appends and snapshots delivered to learners in one round:
+    /// what raft sends at once is bounded by the learners' inflight window.
+    largest_burst: usize,
+    /// A replica whose next MsgSnapshot, and every append or snapshot to it
+    /// after that, the network delays into `held` until the test steps them.
+    hold_from_snapshot: Option<u64>,
+    held: Vec<Message>,
 }
 
 impl Cluster {
@@ -117,6 +128,9 @@ impl Cluster {
             failed: BTreeMap::new(),
             throttle: None,
             to_learners: vec![0],
+            largest_burst: 0,
+            hold_from_snapshot: None,
+            held: Vec::new(),
         };
         cluster.elect();
         cluster
@@ -158,25 +172,33 @@ impl Cluster {
                 };
                 outgoing.extend(admitted.map(|m| (group, m)));
             }
+            let mut burst = 0;
             for (_, message) in outgoing {
                 let (from, to) = (message.from, message.to);
                 // A failed or stopped replica gets nothing.
                 if self.isolated.contains(&from) || self.isolated.contains(&to) || !self.replicas.contains_key(&to) {
                     continue;
                 }
-                if message.get_msg_type() == MessageType::MsgSnapshot {
+                let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+                let catch_up = snapshot || message.get_msg_type() == MessageType::MsgAppend;
+                if self.hold_from_snapshot == Some(to) && (snapshot || catch_up && !self.held.is_empty()) {
+                    self.held.push(message);
+                    continue;
+                }
+                if snapshot {
                     if self.lose_snapshots > 0 {
                         self.lose_snapshots -= 1;
                         continue;
                     }
                     *self.snapshots_delivered.entry(to).or_default() += 1;
                 }
-                let catch_up = matches!(message.get_msg_type(), MessageType::MsgAppend | MessageType::MsgSnapshot);
                 if catch_up && self.replicas.get(&from).is_some_and(|r| r.is_learner(to)) {
                     *self.to_learners.last_mut().expect("a tick") += u64::from(message.compute_size());
+                    burst += 1;
                 }
                 self.replicas.get_mut(&to).expect("known replica").step(message);
             }
+            self.largest_burst = self.largest_burst.max(burst);
         }
         panic!("the cluster never settled");
     }
@@ -186,7 +208,8 @@ impl Cluster {
             self.to_learners.push(0);
             if let Some(throttle) = &mut self.throttle {
                 throttle.tick();
-                self.replicas.values_mut().for_each(|r| r.pace_learners(LEARNER_INFLIGHT));
+                let cap = throttle.limit().map(|_| LEARNER_INFLIGHT);
+                self.replicas.values_mut().for_each(|r| r.pace_learners(cap));
             }
             self.replicas.values_mut().for_each(|r| r.tick());
             self.settle();
@@ -778,15 +801,73 @@ fn a_throttled_learner_catches_up_at_the_rate_while_produce_goes_on() {
     }
 }
 
+/// Drives the leader's membership changes towards `target`, producing a
+/// batch between steps, until the leader reports the target applied and the
+/// learner `learner` runs; the learner is restarted (a new process on the
+/// same disk) whenever its disk has lost power. Any other failure of a
+/// replica fails the test.
+fn move_restarting_after_power_loss(c: &mut Cluster, learner: u64, target: &[u64], case: &str) {
+    for _ in 0..500 {
+        if c.disks[&learner].is_down() {
+            c.failed.remove(&learner);
+            c.replicas.remove(&learner);
+            c.disks[&learner].crash();
+            let replica = Replica::open(GROUP, &[], 100 + learner, &env(learner, &c.disks[&learner]))
+                .expect("reopen the learner");
+            c.replicas.insert(learner, replica);
+        }
+        assert!(c.failed.is_empty(), "{case}: {:?}", c.failed);
+        let leader = c.leader();
+        let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(target, &[]).expect("drive");
+        if step == Some(Step::Done) && c.replicas.contains_key(&learner) && !c.disks[&learner].is_down() {
+            c.tick(5);
+            assert!(c.failed.is_empty(), "{case}: {:?}", c.failed);
+            return;
+        }
+        c.try_produce();
+        c.tick(1);
+    }
+    panic!("{case}: the move to {target:?} never finished");
+}
+
+#[test]
+fn a_learner_gets_its_whole_inflight_window_back_once_the_throttle_is_lifted() {
+    let mut c = Cluster::new();
+    c.produce(300);
+    c.add_empty(4);
+    let leader = c.leader();
+    let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[1, 2, 3, 4], &[]).expect("drive");
+    assert_eq!(step, Some(Step::AddLearner(4)));
+    c.isolated.insert(4);
+    c.settle();
+    // Let back in with the learners' window at `window`, the learner
+    // catches up through many appends. Nothing is held back (no throttle
+    // here), so the most that go out at once is what raft lets fly.
+    let catch_up = |c: &mut Cluster, window: Option<usize>| {
+        c.replicas.values_mut().for_each(|r| r.pace_learners(window));
+        c.largest_burst = 0;
+        c.isolated.clear();
+        for _ in 0..50 {
+            if c.replica(4).last_index() == c.replica(leader).last_index() {
+                return c.largest_burst;
+            }
+            c.tick(1);
+        }
+        panic!("the learner never caught up");
+    };
+    assert_eq!(catch_up(&mut c, Some(LEARNER_INFLIGHT)), LEARNER_INFLIGHT, "the capped window, used whole");
+    c.isolated.insert(4);
+    c.produce(300);
+    assert!(catch_up(&mut c, None) > LEARNER_INFLIGHT, "the window is the configured one again");
+}
+
 #[test]
 fn a_learner_that_loses_power_while_applying_configuration_changes_recovers_them() {
     // The learner gets the base snapshot and then a log with a whole move's
     // configuration changes in it; its disk loses power after `ops`
     // operations, wherever that falls (installing, appending, applying).
-    // (This harness hands the snapshot and the appends after it to the
-    // learner in separate Readies, so it does not reach the case the
-    // simulator found, where one Ready held both and the commit stored with
-    // the install covered configuration changes not yet applied.)
+    // The snapshot and the appends after it arrive in separate Readies here;
+    // the next test hands them to the learner in one.
     for ops in 1..=60 {
         let mut c = Cluster::new();
         c.produce(3);
@@ -795,27 +876,78 @@ fn a_learner_that_loses_power_while_applying_configuration_changes_recovers_them
         c.add_empty(5);
         c.disks[&5].set_power_failure(Some(ops));
         let target = [1, 2, 5];
-        let mut restarts = 0;
-        for _ in 0..500 {
-            if c.failed.remove(&5).is_some() || c.disks[&5].is_down() {
-                c.replicas.remove(&5);
-                c.disks[&5].crash();
-                let replica = Replica::open(GROUP, &[], 105, &env(5, &c.disks[&5])).expect("reopen the learner");
-                c.replicas.insert(5, replica);
-                restarts += 1;
-                assert!(restarts < 5, "ops {ops}: the learner keeps failing: {:?}", c.failed);
-            }
-            let leader = c.leader();
-            let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&target, &[]).expect("drive");
-            if step == Some(Step::Done) && c.replicas.contains_key(&5) && !c.disks[&5].is_down() {
+        move_restarting_after_power_loss(&mut c, 5, &target, &format!("ops {ops}"));
+        assert_eq!(applied_confs(&c, &target), vec![(vec![1, 2, 5], vec![]); 3], "ops {ops}");
+        assert_holds_everything(&c, &target);
+    }
+}
+
+/// The case `keel-sim sweep --moves 1 --auto-rebalance 1` found (seed 38):
+/// the learner steps the base snapshot and an append after it before its
+/// next Ready, so one Ready installs the snapshot, appends a log holding a
+/// whole move's configuration changes, and commits all of it. Its disk
+/// loses power at each operation of that Ready in turn. The commit once
+/// stored with the install covered the changes not yet applied, and the
+/// restarted learner took them all as applied: cut after the first, it kept
+/// an old configuration and ended the next move with voters the others do
+/// not have; cut after the joint one, it failed the next move with "config
+/// is already joint".
+#[test]
+fn a_learner_that_loses_power_applying_a_snapshot_and_moves_from_one_ready_recovers_them() {
+    let mut within_the_ready = true;
+    let mut ops = 0;
+    while within_the_ready {
+        ops += 1;
+        assert!(ops < 200, "the Ready never completed");
+        let case = format!("ops {ops}");
+        let mut c = Cluster::new();
+        c.produce(3);
+        c.add_empty(4);
+        c.move_to(&[1, 2, 4]);
+        c.add_empty(5);
+        let leader = c.leader();
+        let step = c.replicas.get_mut(&leader).expect("leader").drive_membership(&[1, 2, 5], &[]).expect("drive");
+        assert_eq!(step, Some(Step::AddLearner(5)));
+
+        // The snapshot is delayed; the leader, told it was sent, resumes
+        // appending after it once the learner answers a heartbeat.
+        c.hold_from_snapshot = Some(5);
+        for _ in 0..50 {
+            if c.held.iter().any(|m| m.get_msg_type() == MessageType::MsgAppend) {
                 break;
             }
-            c.try_produce();
             c.tick(1);
         }
-        c.tick(5);
-        assert!(c.failed.is_empty(), "ops {ops}: {:?}", c.failed);
-        assert_eq!(applied_confs(&c, &target), vec![(vec![1, 2, 5], vec![]); 3], "ops {ops}");
+        c.hold_from_snapshot = None;
+        let held = std::mem::take(&mut c.held);
+        let append = held.iter().find(|m| m.get_msg_type() == MessageType::MsgAppend).expect("an append held");
+        assert_eq!(held[0].get_msg_type(), MessageType::MsgSnapshot);
+        let snapshot = held[0].get_snapshot().get_metadata().index;
+        assert_eq!(append.index, snapshot, "the append follows the snapshot");
+        let changes: Vec<u64> =
+            append.entries.iter().filter(|e| e.get_entry_type() != EntryType::EntryNormal).map(|e| e.index).collect();
+        assert!(changes.len() >= 3, "{case}: the append holds the move's configuration changes: {changes:?}");
+        assert!(append.commit >= changes[changes.len() - 1], "{case}: and commits them");
+        for message in held {
+            c.replicas.get_mut(&5).expect("learner").step(message);
+        }
+
+        c.disks[&5].set_power_failure(Some(ops));
+        let mut outbox = Outbox::default();
+        let result = c.replicas.get_mut(&5).expect("learner").handle_ready(&mut outbox);
+        within_the_ready = c.disks[&5].is_down();
+        c.disks[&5].set_power_failure(None);
+        if within_the_ready {
+            c.failed.insert(5, result.expect_err("a Ready whose disk lost power fails"));
+        } else {
+            assert!(result.is_ok(), "{case}: {result:?}");
+        }
+        for (_, message) in outbox.messages {
+            c.replicas.get_mut(&message.to).expect("known replica").step(message);
+        }
+        let target = [1, 2, 5];
+        move_restarting_after_power_loss(&mut c, 5, &target, &case);
+        assert_eq!(applied_confs(&c, &target), vec![(vec![1, 2, 5], vec![]); 3], "{case}");
         assert_holds_everything(&c, &target);
     }
 }

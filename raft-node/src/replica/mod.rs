@@ -206,6 +206,8 @@ pub struct Replica<M: Machine> {
     last_conf_change: u64,
     /// The commit is stored before entries are applied (see `set_durable_apply`).
     durable_apply: bool,
+    /// A window `pace_learners` set below the configured one may remain.
+    learners_paced: bool,
     /// Ticks so far, and the tick each peer (by raft id) was last heard
     /// from: raft-rs's `recent_active` is cleared every election timeout
     /// under check_quorum, so it says little at an arbitrary moment.
@@ -271,6 +273,7 @@ impl<M: Machine> Replica<M> {
             ticks_since_commit_sync: 0,
             last_conf_change,
             durable_apply: false,
+            learners_paced: false,
             ticks: 0,
             heard: BTreeMap::new(),
             logger,
@@ -435,12 +438,15 @@ impl<M: Machine> Replica<M> {
 
     /// On the leader, keeps each learner's inflight window at `learner_cap`
     /// appends and every voter's at the configured one (a learner just
-    /// promoted gets its full window back).
-    pub fn pace_learners(&mut self, learner_cap: usize) {
-        if !self.is_leader() {
+    /// promoted gets its full window back). `None` (no throttle) gives every
+    /// window back, once: raft gives a new peer the configured window and
+    /// keeps each across terms, so only a window set smaller here needs it.
+    pub fn pace_learners(&mut self, learner_cap: Option<usize>) {
+        if !self.is_leader() || (learner_cap.is_none() && !self.learners_paced) {
             return;
         }
         let raft = &mut self.raw.raft;
+        let learner_cap = learner_cap.unwrap_or(raft.max_inflight);
         let caps: Vec<(u64, usize)> = raft
             .prs()
             .iter()
@@ -451,6 +457,7 @@ impl<M: Machine> Replica<M> {
         for (id, cap) in caps {
             raft.adjust_max_inflight_msgs(id, cap);
         }
+        self.learners_paced = learner_cap != raft.max_inflight;
     }
 
     /// Whether a leadership hand-over is under way.
@@ -541,10 +548,7 @@ impl<M: Machine> Replica<M> {
 
     fn ready_round(&mut self, outbox: &mut Outbox) -> Result<(), ReplicaError> {
         if self.commit_behind && self.ticks_since_commit_sync >= COMMIT_SYNC_TICKS {
-            let hs = self.storable_hard_state();
-            let behind = hs.commit != self.raw.raft.raft_log.committed;
-            self.store_hard_state(hs)?;
-            self.commit_behind = behind;
+            self.store_commit(self.raw.raft.raft_log.applied)?;
         }
         if !self.raw.has_ready() {
             return Ok(());
@@ -613,53 +617,27 @@ impl<M: Machine> Replica<M> {
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
         let stored = self.raw.store().hard_state();
         if hs.term != stored.term || hs.vote != stored.vote {
-            let commit = hs.commit;
-            let storable = HardState { commit: self.storable_commit(commit), ..hs };
-            let behind = storable.commit != commit;
-            self.store_hard_state(storable)?;
-            self.commit_behind = behind;
-            Ok(())
+            self.store_commit(self.raw.raft.raft_log.applied)
         } else {
             self.commit_behind |= hs.commit != stored.commit;
             Ok(())
         }
     }
 
-    /// Raft's hard state with the commit cut to what may be stored now.
-    fn storable_hard_state(&self) -> HardState {
-        let mut hs = self.raw.raft.hard_state();
-        hs.commit = self.storable_commit(hs.commit);
-        hs
-    }
-
-    /// `commit` cut to what the log holds (raft may already hold entries a
-    /// peer sent since the last Ready, and a commit covering them) and to
-    /// what is applied: a restart applies nothing at or below the stored
-    /// commit again, so the stored configuration must reflect every
-    /// configuration change through it, and a committed entry not yet
-    /// applied may be one. Never below what is stored.
-    fn storable_commit(&self, commit: u64) -> u64 {
-        let applied = self.raw.raft.raft_log.applied;
-        let stored = self.raw.store().hard_state().commit;
-        commit.min(self.raw.store().last_index()).min(applied).max(stored)
-    }
-
-    /// Stores raft's hard state with the commit at `commit` (at most what
-    /// the log holds), for a caller that has applied, or is about to apply
-    /// with nothing but normal entries, everything through it.
+    /// Stores raft's hard state with the commit at `commit`, cut to what the
+    /// log holds and never below what is stored. A restart takes every entry
+    /// through the stored commit as applied (its configuration changes
+    /// included), so `commit` is at most what is applied, or what the caller
+    /// is about to apply with nothing but normal entries; raft's own commit
+    /// may cover a configuration change not yet applied, and entries a peer
+    /// sent since the last Ready.
     fn store_commit(&mut self, commit: u64) -> Result<(), ReplicaError> {
         let mut hs = self.raw.raft.hard_state();
         let raft_commit = hs.commit;
         hs.commit = commit.min(self.raw.store().last_index()).max(self.raw.store().hard_state().commit);
         let behind = hs.commit != raft_commit;
-        self.store_hard_state(hs)?;
-        self.commit_behind = behind;
-        Ok(())
-    }
-
-    fn store_hard_state(&mut self, hs: HardState) -> Result<(), ReplicaError> {
         self.raw.mut_store().set_hard_state(hs)?;
-        self.commit_behind = false;
+        self.commit_behind = behind;
         self.ticks_since_commit_sync = 0;
         Ok(())
     }
