@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use log_core::metadata::{ClusterMetadata, Command, Outcome, TopicId};
 use raft::eraftpb::{Entry, EntryType, Snapshot};
-use tokio::sync::watch;
 
 use super::{Machine, ReplicaError};
 use crate::storage::RaftLog;
@@ -22,7 +21,9 @@ pub struct MetadataMachine {
     applied: u64,
     /// Topics deleted by applied commands, whose local data is to be removed.
     deleted: Vec<TopicId>,
-    published: watch::Sender<Arc<ClusterMetadata>>,
+    /// A shared copy of `state` as of the last epoch change, for the node's
+    /// cluster view (cloned only when the metadata changes).
+    published: Arc<ClusterMetadata>,
 }
 
 impl MetadataMachine {
@@ -30,13 +31,9 @@ impl MetadataMachine {
         &self.state
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
-        self.published.subscribe()
-    }
-
     /// The metadata as last published.
     pub fn published(&self) -> Arc<ClusterMetadata> {
-        self.published.borrow().clone()
+        self.published.clone()
     }
 
     /// Topics deleted since the last call (also those replayed on recovery:
@@ -59,8 +56,8 @@ impl MetadataMachine {
         }
     }
 
-    fn publish(&self) {
-        self.published.send_replace(Arc::new(self.state.clone()));
+    fn publish(&mut self) {
+        self.published = Arc::new(self.state.clone());
     }
 }
 
@@ -75,8 +72,7 @@ impl Machine for MetadataMachine {
         };
         let (mut next, commit) = (log.first_index(), log.hard_state().commit);
         let applied = commit.max(log.snapshot().get_metadata().index);
-        let mut machine =
-            MetadataMachine { state, applied, deleted: Vec::new(), published: watch::Sender::new(Arc::default()) };
+        let mut machine = MetadataMachine { state, applied, deleted: Vec::new(), published: Arc::default() };
         while next <= commit {
             let entries = log.entries(next, commit + 1, Some(16 << 20))?;
             entries.iter().for_each(|e| machine.apply(e));
