@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -91,8 +92,11 @@ class Feed(threading.Thread):
                 self.producer.produce(self.topic, value=f"live-{i}".encode(), partition=i % PARTITIONS,
                                       on_delivery=self.delivered)
                 i += 1
-            # Paces the feed (a few hundred messages a second), not a synchronisation.
-            self.producer.poll(0.02)
+            # Paces the feed (a few hundred messages a second), not a synchronisation. A sleep,
+            # since poll returns at the first delivery report: against a broker that answers
+            # pipelined requests as they commit, poll(0.02) let the feed run at thousands a second.
+            self.producer.poll(0)
+            time.sleep(0.02)
         assert self.producer.flush(30) == 0
 
     def delivered(self, err, msg):
