@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_node::client::records::{ConsumedBatch, ProducerRecord};
+use raft_node::client::records::{ConsumedBatch, ProducerRecord, ProducerSequence};
 use raft_node::client::{needs_new_producer_id, Acks, Client, Error, GroupError, IdempotentProducer, Membership};
 
 use crate::{
@@ -260,6 +260,195 @@ pub async fn send_idempotent(
     } else {
         recorder.fail(op);
         SendOutcome::Failed(why)
+    }
+}
+
+/// How a pipelined burst of sends ended, for the caller's log.
+#[derive(Debug, Default)]
+pub struct PipelinedSends {
+    /// Each value that was invoked, in order, with its outcome (the values after a failure that
+    /// were never sent are not in the history, nor here).
+    pub outcomes: Vec<(String, SendOutcome)>,
+    /// The most produce requests that were in flight at once on one connection.
+    pub max_in_flight: usize,
+    /// How many times the unanswered batches were written again.
+    pub retries: usize,
+    /// Why the unanswered batches were given up, if any were.
+    pub gave_up: Option<String>,
+}
+
+/// One batch of a pipelined burst.
+struct Batch {
+    value: String,
+    sequence: ProducerSequence,
+    op: Option<(OpIndex, ProducerRecord)>,
+    /// Some attempt may have reached a broker.
+    delivered: bool,
+    offset: Option<i64>,
+}
+
+/// How a round of a pipelined burst ended.
+enum RoundEnd {
+    /// Worth another round: the first unanswered batch's error, if it got one.
+    Retry(Option<Error>),
+    /// Give up on the unanswered batches: why.
+    GiveUp(String),
+}
+
+/// Sends `values` to `tp` as `producer`'s next batches, one record each, with acks=all and pipelined
+/// as librdkafka's idempotent producer does: up to `max_in_flight` Produce requests in flight on one
+/// connection to the leader, successive sequences, the answers read in order. Each value is its own
+/// send op, invoked just before its batch is first written. A round writes every unanswered batch
+/// (again, with its sequence) and stops writing at the first error; while the first unanswered batch
+/// fails with an error that allows it, another round follows until `timeout`. Then the unanswered
+/// batches are indeterminate (or failed if none was ever written) and the producer starts over with
+/// a new producer id.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_idempotent_pipelined(
+    recorder: &Recorder,
+    client: &mut Client,
+    fresh: impl Fn() -> Client,
+    producer: &mut IdempotentProducer,
+    process: Process,
+    tp: &TopicPartition,
+    values: Vec<String>,
+    max_in_flight: usize,
+    timeout: Duration,
+) -> PipelinedSends {
+    const RETRY_PAUSE: Duration = Duration::from_millis(200);
+    let mut sends = PipelinedSends::default();
+    let Some(first_value) = values.first() else { return sends };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let first = match tokio::time::timeout(left(deadline), producer.next_batch(client, &tp.topic, tp.partition)).await {
+        Ok(Ok(sequence)) => sequence,
+        // Nothing was sent: the first value's op fails, the others never start.
+        failed => {
+            let (op, _) = invoke_send(recorder, process, tp, first_value.clone());
+            recorder.fail(op);
+            let why = match failed {
+                Ok(Err(e)) => format!("no producer id: {e}"),
+                _ => {
+                    *client = fresh();
+                    format!("no producer id in {timeout:?}")
+                }
+            };
+            sends.outcomes.push((first_value.clone(), SendOutcome::Failed(why)));
+            return sends;
+        }
+    };
+    let mut batches: Vec<Batch> = (0..)
+        .zip(values)
+        .map(|(i, value)| Batch { value, sequence: first.after(i), op: None, delivered: false, offset: None })
+        .collect();
+    let why = loop {
+        let end =
+            pipeline_round(recorder, client, process, tp, &mut batches, max_in_flight, deadline, &mut sends).await;
+        let error = match end {
+            RoundEnd::Retry(_) if batches.iter().all(|b| b.offset.is_some()) => break None,
+            RoundEnd::Retry(error) => error,
+            RoundEnd::GiveUp(why) => {
+                *client = fresh();
+                break Some(why);
+            }
+        };
+        let why = error.as_ref().map_or_else(|| "no answer".to_string(), Error::to_string);
+        if error.as_ref().is_some_and(needs_new_producer_id) || tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+            break Some(why);
+        }
+        sends.retries += 1;
+        tokio::time::sleep(RETRY_PAUSE).await;
+    };
+    // The answered prefix moves the sequence on; an unanswered batch that may have been written
+    // leaves no later sequence of this producer id acceptable.
+    let answered = batches.iter().take_while(|b| b.offset.is_some()).count();
+    if let Some(last) = answered.checked_sub(1) {
+        producer.acknowledged(&tp.topic, tp.partition, batches[last].sequence, 1);
+    }
+    if batches.iter().any(|b| b.offset.is_none() && b.delivered) {
+        producer.reset();
+    }
+    sends.gave_up = why.clone();
+    for batch in batches {
+        let Some((op, _)) = batch.op else { continue };
+        let outcome = match (batch.offset, &why) {
+            (Some(offset), _) => SendOutcome::Acked(offset),
+            (None, why) => {
+                let why = why.clone().unwrap_or_default();
+                if batch.delivered {
+                    recorder.info(op);
+                    SendOutcome::Indeterminate(why)
+                } else {
+                    recorder.fail(op);
+                    SendOutcome::Failed(why)
+                }
+            }
+        };
+        sends.outcomes.push((batch.value, outcome));
+    }
+    sends
+}
+
+/// One round of [`send_idempotent_pipelined`]: writes the unanswered `batches` in order to the
+/// leader's connection, at most `max_in_flight` unanswered at once, no more after an error, and
+/// reads every answer due. An acknowledged batch is recorded ok at once.
+#[allow(clippy::too_many_arguments)]
+async fn pipeline_round(
+    recorder: &Recorder,
+    client: &mut Client,
+    process: Process,
+    tp: &TopicPartition,
+    batches: &mut [Batch],
+    max_in_flight: usize,
+    deadline: tokio::time::Instant,
+    sends: &mut PipelinedSends,
+) -> RoundEnd {
+    let pending: Vec<usize> = (0..batches.len()).filter(|&i| batches[i].offset.is_none()).collect();
+    let mut pipeline =
+        match tokio::time::timeout(left(deadline), client.produce_pipeline(&tp.topic, tp.partition)).await {
+            Ok(Ok(pipeline)) => pipeline,
+            Ok(Err(e)) => return RoundEnd::Retry(Some(e)),
+            Err(_) => return RoundEnd::GiveUp("no leader connection in time".into()),
+        };
+    // The first error of the round, kept if it is the first unanswered batch's.
+    let mut first_error: Option<(usize, Error)> = None;
+    let (mut written, mut read) = (0, 0);
+    while read < pending.len() {
+        while first_error.is_none() && written < pending.len() && written - read < max_in_flight.max(1) {
+            let batch = &mut batches[pending[written]];
+            let (_, record) = batch.op.get_or_insert_with(|| invoke_send(recorder, process, tp, batch.value.clone()));
+            batch.delivered = true;
+            let write = pipeline.write(std::slice::from_ref(record), batch.sequence);
+            match tokio::time::timeout(left(deadline), write).await {
+                Ok(Ok(())) => written += 1,
+                Ok(Err(e)) => first_error = Some((written, e)),
+                Err(_) => return RoundEnd::GiveUp("no write in time".into()),
+            }
+            sends.max_in_flight = sends.max_in_flight.max(pipeline.in_flight());
+        }
+        if read == written {
+            break;
+        }
+        let batch = &mut batches[pending[read]];
+        match tokio::time::timeout(left(deadline), pipeline.read()).await {
+            Ok(Ok(offset)) => {
+                batch.offset = Some(offset);
+                if let Some((op, _)) = &batch.op {
+                    recorder.ok_send(*op, tp, offset);
+                }
+            }
+            Ok(Err(e)) => {
+                if first_error.is_none() {
+                    first_error = Some((read, e));
+                }
+            }
+            Err(_) => return RoundEnd::GiveUp("no answer in time".into()),
+        }
+        read += 1;
+    }
+    let first_unanswered = pending.iter().position(|&i| batches[i].offset.is_none());
+    match (first_error, first_unanswered) {
+        (Some((at, e)), Some(first)) if at == first => RoundEnd::Retry(Some(e)),
+        _ => RoundEnd::Retry(None),
     }
 }
 

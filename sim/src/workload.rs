@@ -1,7 +1,8 @@
 //! The clients: producers sending unique values with acks=all (half of them
-//! idempotent), consumers polling their partitions from offset 0, a liveness
-//! probe and the final read, all over the Kafka protocol through
-//! `raft_node::client`, recorded in a jepsen-style history.
+//! idempotent, one of those pipelining its batches), consumers polling their
+//! partitions from offset 0, a liveness probe and the final read, all over the
+//! Kafka protocol through `raft_node::client`, recorded in a jepsen-style
+//! history. A pipelined burst's `send` lines are logged when it ends.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,13 @@ pub const PRODUCERS: u64 = 4;
 pub fn idempotent_producers() -> BTreeSet<Process> {
     (PRODUCERS / 2 + 1..=PRODUCERS).map(Process).collect()
 }
+
+/// The idempotent producer that pipelines its batches (the others send one at a time).
+pub const PIPELINED: u64 = PRODUCERS;
+/// Its produce requests in flight at once, at most (librdkafka's max.in.flight with idempotence).
+const MAX_IN_FLIGHT: usize = 5;
+/// Its bursts: 1..MAX_BURST values to one partition.
+const MAX_BURST: u64 = 9;
 
 /// Simulated time since the start of the run, in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -122,13 +130,40 @@ async fn send(
         }
         None => kafka::send(recorder, client, fresh, p, &tp, value.clone(), OP_TIMEOUT).await,
     };
+    log_send(workload, process, partition, &value, outcome)
+}
+
+/// Logs how the send of `value` ended; returns the offset if acknowledged.
+fn log_send(workload: &Workload, process: u64, partition: i32, value: &str, outcome: SendOutcome) -> Option<i64> {
     let (result, offset) = match outcome {
         SendOutcome::Acked(offset) => (format!("ok {offset}"), Some(offset)),
         SendOutcome::Failed(e) => (format!("fail: {e}"), None),
         SendOutcome::Indeterminate(why) => (format!("info: {why}"), None),
     };
-    info!(workload.log(), "send"; "p" => process, "partition" => partition, "value" => &value, "result" => result);
+    info!(workload.log(), "send"; "p" => process, "partition" => partition, "value" => value, "result" => result);
     offset
+}
+
+/// Sends `values` to `partition` as `producer`'s next batches, pipelined on one connection.
+async fn send_pipelined(
+    workload: &Workload,
+    client: &mut Client,
+    producer: &mut IdempotentProducer,
+    process: u64,
+    partition: i32,
+    values: Vec<String>,
+) {
+    let tp = TopicPartition::new(TOPIC, partition);
+    let fresh = || workload.client(process);
+    let (recorder, p) = (&workload.recorder, Process(process));
+    let sends =
+        kafka::send_idempotent_pipelined(recorder, client, fresh, producer, p, &tp, values, MAX_IN_FLIGHT, OP_TIMEOUT)
+            .await;
+    info!(workload.log(), "send pipelined"; "p" => process, "partition" => partition, "sent" => sends.outcomes.len(),
+        "in flight" => sends.max_in_flight, "retries" => sends.retries, "gave up" => sends.gave_up.unwrap_or_default());
+    for (value, outcome) in sends.outcomes {
+        log_send(workload, process, partition, &value, outcome);
+    }
 }
 
 /// Reads `partition` from `*position` once; advances it past what was read.
@@ -175,6 +210,8 @@ fn assign(workload: &Workload, process: u64, partitions: &[i32]) -> BTreeMap<i32
 
 /// Sends unique values to random partitions until stopped, idempotently
 /// (resending a batch whose fate is unknown) or not (never resending one).
+/// The [`PIPELINED`] producer sends bursts of values to one partition, several
+/// requests in flight at once.
 pub async fn producer(workload: Arc<Workload>, process: u64, idempotent: bool) {
     let mut rng = Rng::new(workload.seed, 0x5052_4f44 + process);
     let mut client = workload.client(process);
@@ -182,8 +219,18 @@ pub async fn producer(workload: Arc<Workload>, process: u64, idempotent: bool) {
     let mut n = 0;
     while !workload.stopped() {
         let partition = rng.range(0, workload.partitions as u64) as i32;
-        send(&workload, &mut client, producer.as_mut(), process, partition, format!("p{process}-{n}")).await;
-        n += 1;
+        match producer.as_mut() {
+            Some(producer) if process == PIPELINED => {
+                let burst = rng.range(1, MAX_BURST);
+                let values = (n..n + burst).map(|n| format!("p{process}-{n}")).collect();
+                send_pipelined(&workload, &mut client, producer, process, partition, values).await;
+                n += burst;
+            }
+            producer => {
+                send(&workload, &mut client, producer, process, partition, format!("p{process}-{n}")).await;
+                n += 1;
+            }
+        }
         tokio::time::sleep(rng.millis(5, 150)).await;
     }
 }

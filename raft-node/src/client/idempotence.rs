@@ -112,9 +112,7 @@ impl IdempotentProducer {
         if self.identity.map(|i| (i.id, i.epoch)) != Some((sequence.producer_id, sequence.epoch)) {
             return;
         }
-        // Sequences wrap to 0 after i32::MAX, as Kafka's do.
-        let next = (i64::from(sequence.first_seq) + i64::from(record_count)) % (i64::from(i32::MAX) + 1);
-        self.next.insert((topic.to_string(), partition), next as i32);
+        self.next.insert((topic.to_string(), partition), sequence.after(record_count).first_seq);
     }
 
     /// Starts over with a new producer id at the next batch: after a batch

@@ -4,8 +4,9 @@
 //! simulator's workloads: it runs on real tokio and on madsim alike (time only
 //! through `tokio::time`, no threads, no randomness).
 //!
-//! Requests go one at a time; a client is `&mut`, cheap, and meant to be owned
-//! by one task.
+//! Requests go one at a time, except an idempotent producer's batches through
+//! a [`ProducePipeline`]; a client is `&mut`, cheap, and meant to be owned by
+//! one task.
 
 pub mod consumer_protocol;
 mod error;
@@ -13,6 +14,7 @@ mod group_member;
 mod groups;
 mod idempotence;
 mod partitioner;
+mod pipeline;
 mod reassignments;
 pub mod records;
 
@@ -49,6 +51,7 @@ pub use groups::{CommittedOffset, GroupInfo, GroupListing, GroupMember};
 pub use idempotence::{needs_new_producer_id, IdempotentProducer, ProducerIdentity};
 pub use log_core::metadata::{plan::Placement, METADATA_TOPIC};
 pub use partitioner::partition_for_key;
+pub use pipeline::ProducePipeline;
 pub use reassignments::{moves_between, Move, MoveInProgress};
 use records::{ConsumedBatch, ProducerRecord};
 
@@ -447,18 +450,7 @@ impl Client {
         acks: Acks,
         retry_unknown: bool,
     ) -> Result<Option<i64>, Error> {
-        let data = TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]);
-        let wire_acks = match acks {
-            Acks::None => 0,
-            Acks::Leader => 1,
-            Acks::All => -1,
-        };
-        let request = ProduceRequest::default()
-            .with_acks(wire_acks)
-            .with_timeout_ms(self.timeout_ms())
-            .with_topic_data(vec![data]);
+        let request = self.produce_request(topic, partition, batch, acks);
         if acks == Acks::None {
             let addr = self.leader_addr(topic, partition).await?;
             let timeout = self.config.request_timeout;
@@ -491,6 +483,19 @@ impl Client {
                 answer.error_message.as_ref().map(|m| m.to_string()),
             )),
         }
+    }
+
+    /// A Produce request carrying one batch to one partition.
+    fn produce_request(&self, topic: &str, partition: i32, batch: Bytes, acks: Acks) -> ProduceRequest {
+        let data = TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]);
+        let wire_acks = match acks {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        };
+        ProduceRequest::default().with_acks(wire_acks).with_timeout_ms(self.timeout_ms()).with_topic_data(vec![data])
     }
 
     /// Reads a partition from `offset`, waiting up to `max_wait` for data.

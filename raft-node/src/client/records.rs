@@ -65,6 +65,15 @@ pub struct ProducerSequence {
     pub first_seq: i32,
 }
 
+impl ProducerSequence {
+    /// The same producer's batch `records` records later. Sequences wrap to 0
+    /// after i32::MAX, as Kafka's do.
+    pub fn after(self, records: i32) -> ProducerSequence {
+        let next = (i64::from(self.first_seq) + i64::from(records)) % (i64::from(i32::MAX) + 1);
+        ProducerSequence { first_seq: next as i32, ..self }
+    }
+}
+
 /// Encodes `records` as one uncompressed v2 batch, offsets from 0 (the
 /// broker assigns the real ones), with `producer`'s fields if given.
 pub fn encode_batch(records: &[ProducerRecord], producer: Option<ProducerSequence>) -> Result<Bytes, Error> {
