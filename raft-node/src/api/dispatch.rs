@@ -27,9 +27,7 @@ impl Handler for KafkaApi {
                 RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(api.describe_configs(&r)),
                 RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(api.describe_quorum(&r, version).await),
                 RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(api.init_producer_id(&r).await),
-                RequestKind::FindCoordinator(r) => {
-                    ResponseKind::FindCoordinator(api.find_coordinator(&r, version).await)
-                }
+                RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(api.find_coordinator(&r, version)),
                 RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(api.join_group(&r, version, &client_id).await),
                 RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(api.sync_group(&r, version).await),
                 RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(api.heartbeat(&r).await),

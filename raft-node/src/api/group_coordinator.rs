@@ -127,7 +127,20 @@ impl KafkaApi {
     /// Creates the offsets topic if it does not exist yet (the first
     /// FindCoordinator does); concurrent creations from several brokers
     /// settle on one.
-    pub(super) async fn ensure_offsets_topic(&self) {
+    /// Creates the offsets topic in a task of its own, unless one is at it.
+    pub(super) fn start_creating_offsets_topic(&self) {
+        use std::sync::atomic::Ordering;
+        if self.creating_offsets_topic.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let api = self.clone();
+        tokio::spawn(async move {
+            api.ensure_offsets_topic().await;
+            api.creating_offsets_topic.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn ensure_offsets_topic(&self) {
         let view = self.view();
         if view.metadata.topic(OFFSETS_TOPIC).is_some() {
             return;

@@ -35,7 +35,7 @@ fn group_id(s: &str) -> GroupId {
 }
 
 impl KafkaApi {
-    pub async fn find_coordinator(&self, request: &FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    pub fn find_coordinator(&self, request: &FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
         // v4 batches keys; earlier versions ask for one.
         let keys: Vec<String> = if request.coordinator_keys.is_empty() {
             vec![request.key.to_string()]
@@ -43,7 +43,10 @@ impl KafkaApi {
             request.coordinator_keys.iter().map(|k| k.to_string()).collect()
         };
         if request.key_type == GROUP_KEY && self.view().metadata.topic(OFFSETS_TOPIC).is_none() {
-            self.ensure_offsets_topic().await;
+            // Answered COORDINATOR_NOT_AVAILABLE (the client retries) while it is created, as Kafka
+            // does: waiting here would hold back every later answer on this connection, which go
+            // out in order, for as long as the metadata group takes (seconds, if its leader died).
+            self.start_creating_offsets_topic();
         }
         let found = keys.into_iter().map(|key| {
             let found =

@@ -38,6 +38,9 @@ pub struct KafkaApi {
     producer_ids: Arc<tokio::sync::Mutex<producer_ids::ProducerIdCursor>>,
     /// The consumer group coordinators this broker runs.
     coordinators: group_coordinator::SharedCoordinators,
+    /// Set while a task of this broker creates the offsets topic, so that
+    /// concurrent FindCoordinator requests do not each propose it.
+    creating_offsets_topic: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KafkaApi {
@@ -48,6 +51,7 @@ impl KafkaApi {
             topic_ids: Arc::new(std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed))),
             producer_ids: Arc::default(),
             coordinators: Arc::default(),
+            creating_offsets_topic: Arc::default(),
         }
     }
 

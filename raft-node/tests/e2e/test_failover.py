@@ -46,8 +46,8 @@ def read_all(bootstrap, topic, partitions):
     # Read up to each partition's high watermark.
     ends = {}
     for p in range(partitions):
-        wait_until(f"high watermark of {p}", lambda: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2))
-        ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+        watermarks = lambda: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)  # noqa: E731
+        ends[p] = wait_until(f"high watermark of {p}", watermarks)[1]
     positions = {p: 0 for p in range(partitions)}
     values = []
     while any(positions[p] < ends[p] for p in ends):
