@@ -208,23 +208,16 @@ pub async fn send_idempotent(
     value: String,
     timeout: Duration,
 ) -> SendOutcome {
-    const RETRY_PAUSE: Duration = Duration::from_millis(200);
     let (op, record) = invoke_send(recorder, process, tp, value);
     let deadline = tokio::time::Instant::now() + timeout;
-    let sequence =
-        match tokio::time::timeout(left(deadline), producer.next_batch(client, &tp.topic, tp.partition)).await {
-            Ok(Ok(sequence)) => sequence,
-            // Nothing was sent yet.
-            Ok(Err(e)) => {
-                recorder.fail(op);
-                return SendOutcome::Failed(format!("no producer id: {e}"));
-            }
-            Err(_) => {
-                recorder.fail(op);
-                *client = fresh();
-                return SendOutcome::Failed(format!("no producer id in {timeout:?}"));
-            }
-        };
+    let sequence = match next_sequence(client, &fresh, producer, tp, deadline, timeout).await {
+        Ok(sequence) => sequence,
+        // Nothing was sent yet.
+        Err(why) => {
+            recorder.fail(op);
+            return SendOutcome::Failed(why);
+        }
+    };
     let mut delivered = false;
     let why = loop {
         let records = std::slice::from_ref(&record);
@@ -315,23 +308,15 @@ pub async fn send_idempotent_pipelined(
     max_in_flight: usize,
     timeout: Duration,
 ) -> PipelinedSends {
-    const RETRY_PAUSE: Duration = Duration::from_millis(200);
     let mut sends = PipelinedSends::default();
     let Some(first_value) = values.first() else { return sends };
     let deadline = tokio::time::Instant::now() + timeout;
-    let first = match tokio::time::timeout(left(deadline), producer.next_batch(client, &tp.topic, tp.partition)).await {
-        Ok(Ok(sequence)) => sequence,
+    let first = match next_sequence(client, &fresh, producer, tp, deadline, timeout).await {
+        Ok(sequence) => sequence,
         // Nothing was sent: the first value's op fails, the others never start.
-        failed => {
+        Err(why) => {
             let (op, _) = invoke_send(recorder, process, tp, first_value.clone());
             recorder.fail(op);
-            let why = match failed {
-                Ok(Err(e)) => format!("no producer id: {e}"),
-                _ => {
-                    *client = fresh();
-                    format!("no producer id in {timeout:?}")
-                }
-            };
             sends.outcomes.push((first_value.clone(), SendOutcome::Failed(why)));
             return sends;
         }
@@ -449,6 +434,29 @@ async fn pipeline_round(
     match (first_error, first_unanswered) {
         (Some((at, e)), Some(first)) if at == first => RoundEnd::Retry(Some(e)),
         _ => RoundEnd::Retry(None),
+    }
+}
+
+/// The pause between an idempotent producer's attempts at a batch.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// `producer`'s next sequence for `tp` (a producer id first, if it has none), or why there is none
+/// by `deadline`; a client that ran out of time is replaced, as it may be mid-request.
+async fn next_sequence(
+    client: &mut Client,
+    fresh: &impl Fn() -> Client,
+    producer: &mut IdempotentProducer,
+    tp: &TopicPartition,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<ProducerSequence, String> {
+    match tokio::time::timeout(left(deadline), producer.next_batch(client, &tp.topic, tp.partition)).await {
+        Ok(Ok(sequence)) => Ok(sequence),
+        Ok(Err(e)) => Err(format!("no producer id: {e}")),
+        Err(_) => {
+            *client = fresh();
+            Err(format!("no producer id in {timeout:?}"))
+        }
     }
 }
 

@@ -453,36 +453,31 @@ impl Client {
         let request = self.produce_request(topic, partition, batch, acks);
         if acks == Acks::None {
             let addr = self.leader_addr(topic, partition).await?;
-            let timeout = self.config.request_timeout;
-            let connection = self.connection(&addr).await?;
-            let written = tokio::time::timeout(timeout, connection.write_request(PRODUCE_VERSION, &request)).await;
-            return match written {
-                Ok(Ok(_)) => Ok(None),
-                Ok(Err(source)) => {
-                    self.connections.remove(&addr);
-                    Err(Error::Connection { addr, source })
-                }
-                Err(_) => {
-                    self.connections.remove(&addr);
-                    Err(Error::Timeout { addr, timeout })
-                }
-            };
+            self.connection(&addr).await?;
+            return self.write_unanswered(&addr, &request).await.map(|_| None);
         }
         let response: ProduceResponse = self
             .send_to_leader(topic, partition, PRODUCE_VERSION, &request, retry_unknown, |r: &ProduceResponse| {
                 produce_answer(r, topic, partition).map(|p| p.error_code)
             })
             .await?;
-        let answer = produce_answer(&response, topic, partition)
-            .ok_or_else(|| Error::Protocol(format!("no produce answer for {topic}/{partition}")))?;
-        match answer.error_code {
-            0 => Ok(Some(answer.base_offset)),
-            code => Err(Error::kafka(
-                format!("produce to {topic}/{partition}"),
-                code,
-                answer.error_message.as_ref().map(|m| m.to_string()),
-            )),
-        }
+        produce_offset(&response, topic, partition, &format!("produce to {topic}/{partition}")).map(Some)
+    }
+
+    /// Writes a Produce request on the open connection to `addr` without
+    /// reading its answer; its correlation id. A failed write leaves the
+    /// connection mid-frame, so it is dropped.
+    async fn write_unanswered(&mut self, addr: &str, request: &ProduceRequest) -> Result<i32, Error> {
+        let timeout = self.config.request_timeout;
+        let connection =
+            self.connections.get_mut(addr).ok_or_else(|| Error::Protocol(format!("no connection to {addr}")))?;
+        let error = match tokio::time::timeout(timeout, connection.write_request(PRODUCE_VERSION, request)).await {
+            Ok(Ok(correlation_id)) => return Ok(correlation_id),
+            Ok(Err(source)) => Error::Connection { addr: addr.to_string(), source },
+            Err(_) => Error::Timeout { addr: addr.to_string(), timeout },
+        };
+        self.connections.remove(addr);
+        Err(error)
     }
 
     /// A Produce request carrying one batch to one partition.
@@ -602,12 +597,7 @@ impl Client {
                     };
                 for (topic, partition) in group {
                     let answer = quorum_answer(&response, &topic, partition);
-                    let retry = answer.as_ref().is_some_and(|p| {
-                        matches!(
-                            p.error_code,
-                            NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION
-                        )
-                    });
+                    let retry = answer.as_ref().is_some_and(|p| stale_leader(p.error_code));
                     let result = match answer {
                         None => Err(format!("{addr} did not answer for {topic}/{partition}")),
                         Some(p) if p.error_code == 0 => Ok(quorum_info(p)),
@@ -700,9 +690,7 @@ impl Client {
         };
         match self.request(&addr, version, request).await {
             Ok(response) => match error_of(&response) {
-                Some(code @ (NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION)) => {
-                    // The metadata said the topic exists, so an unknown topic
-                    // here is a broker that has not caught up yet.
+                Some(code) if stale_leader(code) => {
                     let error = Error::kafka(format!("{topic}/{partition} at {addr}"), code, None);
                     Ok(Attempt::Retry { error, delivered: true })
                 }
@@ -811,6 +799,22 @@ impl Client {
 
 fn produce_answer<'a>(r: &'a ProduceResponse, topic: &str, partition: i32) -> Option<&'a PartitionProduceResponse> {
     r.responses.iter().filter(|t| &*t.name == topic).flat_map(|t| &t.partition_responses).find(|p| p.index == partition)
+}
+
+/// The base offset a Produce response gives `topic`/`partition`, or its error (`what` names the request).
+fn produce_offset(r: &ProduceResponse, topic: &str, partition: i32, what: &str) -> Result<i64, Error> {
+    let answer = produce_answer(r, topic, partition).ok_or_else(|| Error::Protocol(format!("no answer in {what}")))?;
+    match answer.error_code {
+        0 => Ok(answer.base_offset),
+        code => Err(Error::kafka(what.to_string(), code, answer.error_message.as_ref().map(|m| m.to_string()))),
+    }
+}
+
+/// An error after which the partition's leader is to be looked up again. An
+/// unknown topic counts: the metadata said it exists, so the broker answering
+/// has not caught up yet.
+fn stale_leader(code: i16) -> bool {
+    matches!(code, NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION)
 }
 
 fn fetch_answer<'a>(r: &'a FetchResponse, topic: &str, partition: i32) -> Option<&'a PartitionData> {

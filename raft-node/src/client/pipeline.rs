@@ -9,10 +9,7 @@ use std::collections::VecDeque;
 use kafka_protocol::messages::ProduceRequest;
 
 use super::records::{self, ProducerRecord, ProducerSequence};
-use super::{
-    produce_answer, Acks, Client, Error, LEADER_NOT_AVAILABLE, NETWORK_SLACK, NOT_LEADER_OR_FOLLOWER, PRODUCE_VERSION,
-    UNKNOWN_TOPIC_OR_PARTITION,
-};
+use super::{produce_offset, stale_leader, Acks, Client, Error, NETWORK_SLACK, PRODUCE_VERSION};
 use crate::kafka::client::ClientError;
 
 /// Produce requests in flight on one connection to a partition's leader. Nothing
@@ -56,18 +53,17 @@ impl ProducePipeline<'_> {
     pub async fn write(&mut self, records: &[ProducerRecord], sequence: ProducerSequence) -> Result<(), Error> {
         let batch = records::encode_batch(records, Some(sequence))?;
         let request = self.client.produce_request(&self.topic, self.partition, batch, Acks::All);
-        let timeout = self.client.config.request_timeout;
-        let connection = self.connection()?;
-        let error = match tokio::time::timeout(timeout, connection.write_request(PRODUCE_VERSION, &request)).await {
-            Ok(Ok(correlation_id)) => {
+        self.connection()?;
+        match self.client.write_unanswered(&self.addr, &request).await {
+            Ok(correlation_id) => {
                 self.in_flight.push_back(correlation_id);
-                return Ok(());
+                Ok(())
             }
-            Ok(Err(source)) => Error::Connection { addr: self.addr.clone(), source },
-            Err(_) => Error::Timeout { addr: self.addr.clone(), timeout },
-        };
-        self.break_off();
-        Err(error)
+            Err(error) => {
+                self.break_off();
+                Err(error)
+            }
+        }
     }
 
     /// The answer to the oldest request in flight: the batch's base offset.
@@ -83,19 +79,15 @@ impl ProducePipeline<'_> {
             }
             Ok(Ok((_, response))) => {
                 let (topic, partition) = (&self.topic, self.partition);
-                let answer = produce_answer(&response, topic, partition)
-                    .ok_or_else(|| Error::Protocol(format!("no produce answer for {topic}/{partition}")))?;
-                return match answer.error_code {
-                    0 => Ok(answer.base_offset),
-                    code => {
-                        if matches!(code, NOT_LEADER_OR_FOLLOWER | LEADER_NOT_AVAILABLE | UNKNOWN_TOPIC_OR_PARTITION) {
-                            // The next pipeline looks the leader up again.
-                            self.client.cluster.topics.remove(topic);
-                        }
-                        let message = answer.error_message.as_ref().map(|m| m.to_string());
-                        Err(Error::kafka(format!("produce to {topic}/{partition} at {}", self.addr), code, message))
+                let what = format!("produce to {topic}/{partition} at {}", self.addr);
+                let offset = produce_offset(&response, topic, partition, &what);
+                if let Err(Error::Kafka { code, .. }) = &offset {
+                    if stale_leader(*code) {
+                        // The next pipeline looks the leader up again.
+                        self.client.cluster.topics.remove(topic);
                     }
-                };
+                }
+                return offset;
             }
             Ok(Err(source)) => Error::Connection { addr: self.addr.clone(), source },
             Err(_) => Error::Timeout { addr: self.addr.clone(), timeout },
